@@ -1,0 +1,124 @@
+"""What differs between PostgreSQL and SQLite, in one place.
+
+Two questions decide every versioned write:
+
+* **When is "now" for this transaction?** On PostgreSQL it is the database's
+  ``clock_timestamp()``, read only after the transaction holds its transaction
+  id. That ordering is what lets an export wait for every transaction that
+  could still commit a version stamped at or before its ``as_of``: such a
+  transaction is visible as "in progress" before its stamp exists. On SQLite
+  the library keeps a one-row clock table and advances it under the write lock
+  (``max(last + 1µs, now)``), so stamps are unique and monotonic in commit order.
+
+* **Was this row written by the current transaction?** A version this
+  transaction already created is changed in place (one transaction = at most one
+  version per key). On PostgreSQL that is a row whose ``xmin`` is still in
+  progress: the only in-progress rows a transaction can see are its own,
+  including those written inside savepoints. On SQLite a stamp belongs to one
+  transaction only, so ``created_at = stamp`` says it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    Connection,
+    Table,
+    case,
+    cast,
+    column,
+    false,
+    func,
+    literal,
+    text,
+)
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import UserDefinedType
+
+from temporal import clock
+from temporal.errors import UnsupportedError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=clock.UTC)
+
+SQLITE_CLOCK_TABLE = "temporal_clock"
+
+
+def dialect_name(conn: Connection) -> str:
+    name = conn.dialect.name
+    if name not in ("postgresql", "sqlite"):
+        raise UnsupportedError(
+            f"temporal supports PostgreSQL and SQLite; this connection is {name!r}"
+        )
+    return name
+
+
+def read_stamp(conn: Connection) -> datetime:
+    """Take this transaction's timestamp (call once per transaction)."""
+    if dialect_name(conn) == "postgresql":
+        moment = conn.execute(
+            text(
+                "WITH xact AS MATERIALIZED (SELECT pg_current_xact_id() AS xid) "
+                "SELECT clock_timestamp() FROM xact"
+            )
+        ).scalar_one()
+        return moment.astimezone(clock.UTC)  # type: ignore[no-any-return]
+    micros = _micros(clock.now())
+    if not conn.info.get("temporal.clock_table"):
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {SQLITE_CLOCK_TABLE} "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), stamp INTEGER NOT NULL)"
+        )
+        conn.info["temporal.clock_table"] = True
+    stamp = conn.exec_driver_sql(
+        f"INSERT INTO {SQLITE_CLOCK_TABLE} (id, stamp) VALUES (1, ?) "
+        "ON CONFLICT (id) DO UPDATE SET stamp = max(stamp + 1, excluded.stamp) "
+        "RETURNING stamp",
+        (micros,),
+    ).scalar_one()
+    return _EPOCH + timedelta(microseconds=stamp)
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database's idea of now (PostgreSQL), or the library clock (SQLite)."""
+    if dialect_name(conn) == "postgresql":
+        return conn.execute(text("SELECT clock_timestamp()")).scalar_one().astimezone(clock.UTC)  # type: ignore[no-any-return]
+    return clock.now()
+
+
+def written_here(table: Table | Any, stamp: datetime, dialect: str) -> ColumnElement[bool]:
+    """SQL: this row is a version the current transaction created.
+
+    ``table`` may be a Table or an alias of one. Only rows with
+    ``created_at = stamp`` can qualify, so the (PostgreSQL) status lookup runs
+    for a transaction's own handful of rows, never for history.
+    """
+    same_stamp = table.c.created_at == stamp
+    if dialect != "postgresql":
+        return same_stamp
+    xmin = column("xmin")
+    xmin.table = table
+    # xmin is a 32-bit xid; widen it to the xid8 just below the snapshot's xmax.
+    xmax = cast(cast(func.pg_snapshot_xmax(func.pg_current_snapshot()), Text), BigInteger)
+    low = cast(cast(xmin, Text), BigInteger)
+    full = xmax - ((xmax % 4294967296) - low + 4294967296) % 4294967296
+    status = func.pg_xact_status(cast(cast(full, Text), _XID8))
+    return case((same_stamp, status == literal("in progress")), else_=false())
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class _XID8Type(UserDefinedType[Any]):
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+_XID8 = _XID8Type()

@@ -1,0 +1,84 @@
+"""Every touch of private SQLAlchemy API lives here, small and tested.
+
+* Identity lookups. ``Session.get`` and lazy many-to-one loads look in the
+  identity map *before* any event runs, using no identity token. For an as-of
+  read that would hand back the current object. Two thin wrappers route those
+  lookups to the as-of slice: ``get(..., options=[as_of(t)])`` uses the slice of
+  its option, and a lazy load from an as-of object stays in that object's slice
+  (exactly what SQLAlchemy's horizontal-sharding session does by subclassing).
+* Reading an ORM ``update()``'s SET clause, and whether it asks for RETURNING.
+* Asking the mapper whether an object is an orphan, and expiring attributes
+  from inside a flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.state import InstanceState
+
+_installed = False
+
+
+def route_identity_lookups(
+    slice_of: Callable[[Sequence[Any]], Any], is_slice: Callable[[Any], bool]
+) -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    get_impl = Session._get_impl
+    identity_lookup = Session._identity_lookup
+
+    def _get_impl(self: Session, *args: Any, **kw: Any) -> Any:
+        if kw.get("identity_token") is None and kw.get("options"):
+            token = slice_of(kw["options"])
+            if token is not None:
+                kw["identity_token"] = token
+        return get_impl(self, *args, **kw)
+
+    def _identity_lookup(self: Session, mapper: Any, primary_key_identity: Any,
+                         identity_token: Any = None, *args: Any, **kw: Any) -> Any:
+        origin = kw.get("lazy_loaded_from")
+        if identity_token is None and origin is not None and is_slice(origin.identity_token):
+            identity_token = origin.identity_token
+        return identity_lookup(self, mapper, primary_key_identity, identity_token, *args, **kw)
+
+    Session._get_impl = _get_impl  # type: ignore[method-assign]
+    Session._identity_lookup = _identity_lookup  # type: ignore[method-assign]
+
+
+def update_values(statement: Any) -> list[tuple[Any, Any]]:
+    """The SET clause of an ``update()`` as (target, value) pairs, in order."""
+    ordered = getattr(statement, "_ordered_values", None)
+    if ordered:
+        return list(ordered)
+    return list((getattr(statement, "_values", None) or {}).items())
+
+
+def has_returning(statement: Any) -> bool:
+    return bool(getattr(statement, "_returning", ()))
+
+
+def insert_has_values(statement: Any) -> bool:
+    return bool(getattr(statement, "_values", None) or getattr(statement, "_multi_values", None))
+
+
+def insert_is_from_select(statement: Any) -> bool:
+    return getattr(statement, "select", None) is not None
+
+
+def is_orphan(mapper: Mapper[Any], state: InstanceState[Any]) -> bool:
+    return bool(mapper._is_orphan(state))
+
+
+def expire_attributes(state: InstanceState[Any], keys: list[str]) -> None:
+    state._expire_attributes(state.dict, keys)
+
+
+def set_rowcount(result: Any, rowcount: int) -> Any:
+    """Make a CursorResult report ``rowcount`` (the sum of several statements)."""
+    result.context._rowcount = rowcount
+    return result

@@ -1,0 +1,351 @@
+"""ORM-enabled ``insert()``, ``update()`` and ``delete()`` on temporal models.
+
+``session.execute(update(Customer).where(...).values(...))`` is rewritten into
+a few set-based statements, whatever the number of rows:
+
+* **PostgreSQL** - one statement: a data-modifying CTE expires the matching
+  current versions and feeds them to an ``INSERT ... SELECT`` that writes the
+  next versions, with SET expressions evaluated against the old row.
+* **SQLite** (no data-modifying CTEs) - the next versions are first inserted
+  as placeholders whose period is the empty ``[stamp, stamp)`` (no real
+  version ever has one), then the old versions are expired, then the
+  placeholders become current.
+
+Rows this transaction already versioned are changed in place, and on
+PostgreSQL a last SELECT checks that no matching row was replaced by a
+concurrent transaction while the statement ran: a row replaced by an older
+stamp gets another pass, one replaced by a younger stamp raises ConflictError.
+``delete()`` expires instead of deleting; ``insert()`` gets its period columns
+filled in. UPDATE ... RETURNING and INSERT ... FROM SELECT are refused rather
+than silently mis-versioned.
+
+Afterwards, objects of that model in the session are expired (updates) or
+removed (deletes), as ``synchronize_session="fetch"`` would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Result,
+    Table,
+    and_,
+    delete,
+    event,
+    insert,
+    literal,
+    not_,
+    null,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import IteratorResult
+from sqlalchemy.engine.result import SimpleResultMetaData
+from sqlalchemy.orm import InstrumentedAttribute, Mapper, ORMExecuteState, Session
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
+
+from temporal import _backend, _compat
+from temporal.errors import ConflictError, UnsupportedError
+from temporal.model import CREATED_AT, EXPIRED_AT, is_temporal_table, key_columns
+from temporal.query import is_slice_token
+from temporal.versioning import (
+    _PASSES,
+    _Tx,
+    current,
+    execute,
+    key_of,
+    needs_generated_id,
+    next_id,
+    note_explicit_id,
+    transaction_state,
+    write_versions,
+)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return None
+    mapper = state.bind_mapper
+    if mapper is None or not is_temporal_table(mapper.local_table):
+        return None
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    conn = state.session.connection(bind_arguments={"mapper": mapper})
+    tx = transaction_state(conn)
+    if state.is_insert:
+        _prepare_insert(state, conn, table, mapper, tx)
+        return None
+    if _compat.has_returning(state.statement):
+        raise UnsupportedError(
+            f"RETURNING is not supported on update()/delete() of temporal model "
+            f"{mapper.class_.__name__}; select the rows afterwards instead"
+        )
+    params = state.parameters
+    if state.is_update and isinstance(params, list) and params:
+        return _update_by_key(state.session, conn, table, mapper, params, tx)
+    where = state.statement.whereclause
+    where = where if where is not None else true()
+    if state.is_update:
+        values = _set_clause(state.statement, table, mapper)
+        count = _update_where(conn, table, where, values, tx)
+        _expire_in_session(state.session, mapper)
+    else:
+        count, gone = _delete_where(conn, table, where, tx)
+        _forget_in_session(state.session, mapper, gone)
+    return _counted(count)
+
+
+# -- insert -------------------------------------------------------------------
+
+
+def _prepare_insert(
+    state: ORMExecuteState, conn: Connection, table: Table, mapper: Mapper[Any], tx: _Tx
+) -> None:
+    statement = state.statement
+    if _compat.insert_is_from_select(statement):
+        raise UnsupportedError(
+            f"insert().from_select() into temporal model {mapper.class_.__name__} is not "
+            "supported; insert the rows as parameters instead"
+        )
+    period = {CREATED_AT: tx.stamp, EXPIRED_AT: None}
+    generated = needs_generated_id(table, tx.dialect)
+    id_attr = mapper.get_property_by_column(generated).key if generated is not None else None
+
+    def complete(row: dict[str, Any]) -> dict[str, Any]:
+        row = {**row, **period}
+        if id_attr is not None:
+            if row.get(id_attr) is None:
+                row[id_attr] = next_id(conn, table, tx)
+            else:
+                note_explicit_id(table, tx, row[id_attr])
+        return row
+
+    params = state.parameters
+    if isinstance(params, list) and params:
+        state.parameters = [complete(dict(p)) for p in params]  # type: ignore[misc]
+    elif _compat.insert_has_values(statement):
+        if getattr(statement, "_multi_values", None):
+            raise UnsupportedError(
+                "multi-row insert().values([...]) into a temporal model is not supported; "
+                "pass the rows as parameters: session.execute(insert(Model), rows)"
+            )
+        extra = complete({})
+        state.statement = statement.values(**{k: v for k, v in extra.items()
+                                              if k not in _values_keys(statement)})
+    else:
+        state.parameters = complete(dict(params or {}))  # type: ignore[misc]
+
+
+def _values_keys(statement: Any) -> set[str]:
+    return {getattr(k, "key", k) for k, _ in _compat.update_values(statement)}
+
+
+# -- update ---------------------------------------------------------------------
+
+
+def _update_by_key(
+    session: Session, conn: Connection, table: Table, mapper: Mapper[Any],
+    params: list[dict[str, Any]], tx: _Tx,
+) -> Result[Any]:
+    """``session.execute(update(Model), [{"id": 1, "name": ...}, ...])``."""
+    pk_attrs = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+    changes: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in params:
+        try:
+            key = tuple(row[a] for a in pk_attrs)
+        except KeyError:
+            raise UnsupportedError(
+                f"bulk update of {mapper.class_.__name__} needs the key ({', '.join(pk_attrs)}) "
+                "in every parameter set"
+            ) from None
+        values = {}
+        for attr, value in row.items():
+            if attr in pk_attrs:
+                continue
+            column = _column_for(attr, table, mapper)
+            values[column.name] = value
+        changes.setdefault(key, {}).update(values)
+    written = write_versions(conn, table, changes, tx)
+    _expire_in_session(session, mapper)
+    return _counted(len(written))
+
+
+def _set_clause(statement: Any, table: Table, mapper: Mapper[Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for target, value in _compat.update_values(statement):
+        column = _column_for(target, table, mapper)
+        if column.primary_key or column.name in (CREATED_AT, EXPIRED_AT):
+            raise UnsupportedError(
+                f"update() cannot set {mapper.class_.__name__}.{column.name}: "
+                + ("temporal maintains the period columns" if not column.primary_key
+                   else "the key names the entity; delete and insert instead")
+            )
+        values[column.name] = value
+    if not values:
+        raise UnsupportedError("update() of a temporal model needs values to set")
+    return values
+
+
+def _column_for(target: Any, table: Table, mapper: Mapper[Any]) -> Column[Any]:
+    if isinstance(target, InstrumentedAttribute):
+        target = target.key
+    if isinstance(target, str):
+        if target in mapper.attrs:
+            column = mapper.attrs[target].columns[0]  # type: ignore[attr-defined]
+        elif target in table.c:
+            column = table.c[target]
+        else:
+            raise UnsupportedError(f"{mapper.class_.__name__} has no column {target!r}")
+    else:
+        column = table.c[target.name]
+    assert isinstance(column, Column)
+    return column
+
+
+def _update_where(
+    conn: Connection, table: Table, where: ColumnElement[bool], values: dict[str, Any], tx: _Tx
+) -> int:
+    count = 0
+    in_place = and_(where, current(table), _backend.written_here(table, tx.stamp, tx.dialect))
+    count += execute(conn, update(table).where(in_place).values(values)).rowcount
+    for _ in range(_PASSES):
+        if tx.dialect == "postgresql":
+            count += _next_versions_postgresql(conn, table, where, values, tx)
+            if not _leftovers(conn, table, where, tx):
+                return count
+        else:
+            return count + _next_versions_sqlite(conn, table, where, values, tx)
+    raise ConflictError(f"{table.name}: rows kept changing under this update; retry")
+
+
+def _next_versions_postgresql(
+    conn: Connection, table: Table, where: ColumnElement[bool], values: dict[str, Any], tx: _Tx
+) -> int:
+    old = (
+        update(table)
+        .where(where, current(table), table.c[CREATED_AT] < tx.stamp)
+        .values({EXPIRED_AT: tx.stamp})
+        .returning(*table.c)
+        .cte("temporal_old")
+    )
+    adapt = ClauseAdapter(old).traverse
+    chosen = []
+    for col in table.c:
+        if col.name == CREATED_AT:
+            chosen.append(literal(tx.stamp, col.type))
+        elif col.name == EXPIRED_AT:
+            chosen.append(null())
+        elif col.name in values:
+            chosen.append(_as_expression(adapt(values[col.name]), col))
+        else:
+            chosen.append(old.c[col.name])
+    stmt = insert(table).from_select([c.name for c in table.c], select(*chosen)).add_cte(old)
+    return execute(conn, stmt).rowcount  # type: ignore[no-any-return]
+
+
+def _next_versions_sqlite(
+    conn: Connection, table: Table, where: ColumnElement[bool], values: dict[str, Any], tx: _Tx
+) -> int:
+    stamp = tx.stamp
+    chosen = []
+    for col in table.c:
+        if col.name in (CREATED_AT, EXPIRED_AT):
+            chosen.append(literal(stamp, col.type))  # the placeholder period [stamp, stamp)
+        elif col.name in values:
+            chosen.append(_as_expression(values[col.name], col))
+        else:
+            chosen.append(col)
+    source = select(*chosen).where(where, current(table), table.c[CREATED_AT] < stamp)
+    count = execute(conn, insert(table).from_select([c.name for c in table.c], source)).rowcount
+    keys = key_columns(table)
+    placeholders = and_(table.c[CREATED_AT] == stamp, table.c[EXPIRED_AT] == stamp)
+    replaced = select(*keys).where(placeholders)
+    execute(conn, update(table)
+            .where(tuple_(*keys).in_(replaced), current(table), table.c[CREATED_AT] < stamp)
+            .values({EXPIRED_AT: stamp}))
+    execute(conn, update(table).where(placeholders).values({EXPIRED_AT: None}))
+    return count  # type: ignore[no-any-return]
+
+
+def _as_expression(value: Any, column: Column[Any]) -> Any:
+    if hasattr(value, "__clause_element__") or isinstance(value, ColumnElement):
+        return value
+    return literal(value, column.type)
+
+
+def _leftovers(conn: Connection, table: Table, where: ColumnElement[bool], tx: _Tx) -> bool:
+    """PostgreSQL: did a concurrent commit leave matching rows unversioned?
+
+    True means another pass is needed (rows replaced by an older stamp while
+    the statement ran); a row replaced by a younger stamp raises ConflictError.
+    """
+    mine = _backend.written_here(table, tx.stamp, tx.dialect)
+    row = execute(conn, select(*key_columns(table), table.c[CREATED_AT])
+                  .where(where, current(table), not_(mine)).limit(1)).mappings().first()
+    if row is None:
+        return False
+    if row[CREATED_AT] < tx.stamp:
+        return True
+    raise ConflictError(
+        f"cannot change {table.name} {key_of(row, table)!r}: a concurrent transaction wrote "
+        f"a version starting {row[CREATED_AT].isoformat()}, after this transaction's "
+        f"timestamp {tx.stamp.isoformat()}; roll back and retry"
+    )
+
+
+# -- delete ---------------------------------------------------------------------
+
+
+def _delete_where(
+    conn: Connection, table: Table, where: ColumnElement[bool], tx: _Tx
+) -> tuple[int, set[tuple[Any, ...]]]:
+    keys = key_columns(table)
+    gone: set[tuple[Any, ...]] = set()
+    mine = _backend.written_here(table, tx.stamp, tx.dialect)
+    for row in execute(conn, delete(table).where(where, current(table), mine)
+                       .returning(*keys)).mappings():
+        gone.add(key_of(row, table))
+    for _ in range(_PASSES):
+        stmt = (update(table).where(where, current(table), table.c[CREATED_AT] < tx.stamp)
+                .values({EXPIRED_AT: tx.stamp}).returning(*keys))
+        for row in execute(conn, stmt).mappings():
+            gone.add(key_of(row, table))
+        if tx.dialect != "postgresql" or not _leftovers(conn, table, where, tx):
+            return len(gone), gone
+    raise ConflictError(f"{table.name}: rows kept changing under this delete; retry")
+
+
+# -- keeping the session honest ---------------------------------------------------
+
+
+def _expire_in_session(session: Session, mapper: Mapper[Any]) -> None:
+    for obj in _current_objects(session, mapper):
+        session.expire(obj)
+
+
+def _forget_in_session(session: Session, mapper: Mapper[Any], keys: set[tuple[Any, ...]]) -> None:
+    for obj in _current_objects(session, mapper):
+        key = mapper.identity_key_from_instance(obj)[1]
+        if key in keys:
+            session.expunge(obj)
+
+
+def _current_objects(session: Session, mapper: Mapper[Any]) -> list[Any]:
+    return [
+        obj for (cls, _, token), obj in list(session.identity_map.items())
+        if not is_slice_token(token) and issubclass(cls, mapper.class_)
+    ]
+
+
+def _counted(rowcount: int) -> Result[Any]:
+    result: Any = IteratorResult(SimpleResultMetaData([]), iter([]))
+    result.rowcount = rowcount
+    return result  # type: ignore[no-any-return]
+

@@ -1,0 +1,226 @@
+"""Reading temporal tables: the present by default, any moment on request.
+
+Every ORM read of a temporal model - ``select()``, ``session.get()``, lazy,
+joined and selectin relationship loads, attribute refreshes - sees current rows
+only: a ``do_orm_execute`` hook adds ``expired_at IS NULL`` for every temporal
+entity in the statement through ``with_loader_criteria``.
+
+``as_of(t)`` is a loader option that swaps that rule for "valid at ``t``"
+(``created_at <= t`` and ``expired_at`` NULL or after ``t``). It propagates to
+relationship loads of the objects it loads, so a whole object graph is read
+as of one moment. Objects read as of ``t`` live in their own slice of the
+identity map (SQLAlchemy's ``identity_token``), so an as-of object never
+replaces, or is mistaken for, the current object with the same key; they are
+read-only.
+
+Several versions of one key cannot be ORM objects at once (they share an
+identity), so period queries return rows: :func:`versions` builds a SELECT of
+a model's versions over a SQL:2011 period, and :func:`history` lists one key's
+versions, oldest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, Table, and_, event, false, inspect, or_, select
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.orm.interfaces import UserDefinedOption
+from sqlalchemy.sql.elements import ColumnElement
+
+from temporal import _compat
+from temporal.clock import aware
+from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
+
+ALL_VERSIONS = "temporal_all_versions"
+"""Execution option: leave this statement's temporal entities unfiltered."""
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The identity token of objects read as of ``at``."""
+
+    at: datetime
+
+
+def is_slice_token(token: Any) -> bool:
+    return isinstance(token, Slice)
+
+
+class AsOf(UserDefinedOption):
+    """Loader option: read every temporal entity of the statement as of a moment."""
+
+    propagate_to_loaders = True
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__(Slice(aware(at, what="as_of")))
+
+    @property
+    def slice(self) -> Slice:
+        return self.payload  # type: ignore[no-any-return]
+
+
+def as_of(at: datetime) -> AsOf:
+    """Read the statement's temporal entities as they were at ``at`` (timezone-aware).
+
+    ``select(Customer).options(as_of(t))``,
+    ``session.get(Customer, 7, options=[as_of(t)])``.
+    """
+    return AsOf(at)
+
+
+def valid_at(table: Table | Any, at: datetime) -> ColumnElement[bool]:
+    """SQL: the version in ``table`` was valid at ``at``."""
+    at = aware(at, what="as_of")
+    return and_(
+        table.c[CREATED_AT] <= at,
+        or_(table.c[EXPIRED_AT].is_(None), table.c[EXPIRED_AT] > at),
+    )
+
+
+def _slice_of(options: Sequence[Any]) -> Slice | None:
+    for option in options:
+        if isinstance(option, AsOf):
+            return option.slice
+    return None
+
+
+def _as_of_criteria(at: datetime) -> Any:
+    return with_loader_criteria(
+        Temporal,
+        lambda cls: and_(
+            cls.created_at <= at, or_(cls.expired_at.is_(None), cls.expired_at > at)
+        ),
+        include_aliases=True,
+    )
+
+
+_CURRENT = with_loader_criteria(
+    Temporal, lambda cls: cls.expired_at.is_(None), include_aliases=True
+)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _read_in_time(state: ORMExecuteState) -> None:
+    if not state.is_select or state.execution_options.get(ALL_VERSIONS):
+        return
+    moment = _slice_of(state.user_defined_options)
+    if state.is_column_load:
+        # Refreshing an object by key: with_loader_criteria stays out of these
+        # loads, but a key alone would match every version.
+        mapper = state.bind_mapper
+        if mapper is not None and is_temporal_table(mapper.local_table):
+            table = mapper.local_table
+            rule = table.c[EXPIRED_AT].is_(None) if moment is None else valid_at(table, moment.at)
+            state.statement = state.statement.where(rule)
+        if moment is not None:
+            state.update_execution_options(identity_token=moment)
+    elif moment is None:
+        state.statement = state.statement.options(_CURRENT)
+    else:
+        state.statement = state.statement.options(_as_of_criteria(moment.at))
+        state.update_execution_options(identity_token=moment)
+
+
+_compat.route_identity_lookups(_slice_of, is_slice_token)
+
+
+# -- periods -------------------------------------------------------------------
+
+
+def period_predicate(
+    table: Table | Any,
+    *,
+    from_to: tuple[datetime, datetime] | None = None,
+    between: tuple[datetime, datetime] | None = None,
+    contained_in: tuple[datetime, datetime] | None = None,
+) -> ColumnElement[bool] | None:
+    """SQL:2011 period selection over ``[created_at, expired_at)``; None means ALL.
+
+    * ``from_to=(a, b)``: versions overlapping ``[a, b)``: ``created_at < b`` and
+      ``expired_at > a``;
+    * ``between=(a, b)``: like ``from_to`` but ``b`` included: ``created_at <= b``;
+    * ``contained_in=(a, b)``: versions that began and ended inside ``[a, b]``.
+
+    A current version's ``expired_at`` is NULL: it counts as open-ended. A
+    reversed range (``a > b``) selects nothing.
+    """
+    given = [p for p in (from_to, between, contained_in) if p is not None]
+    if len(given) > 1:
+        raise TypeError("pass at most one of from_to=, between=, contained_in=")
+    if not given:
+        return None
+    start, end = (aware(t, what="period bound") for t in given[0])
+    if start > end:
+        return false()
+    created, expired = table.c[CREATED_AT], table.c[EXPIRED_AT]
+    if from_to is not None:
+        return and_(created < end, or_(expired.is_(None), expired > start))
+    if between is not None:
+        return and_(created <= end, or_(expired.is_(None), expired > start))
+    return and_(created >= start, expired.isnot(None), expired <= end)
+
+
+def versions(
+    model: type[Any],
+    *,
+    from_to: tuple[datetime, datetime] | None = None,
+    between: tuple[datetime, datetime] | None = None,
+    contained_in: tuple[datetime, datetime] | None = None,
+) -> Select[Any]:
+    """A SELECT of ``model``'s versions (all, or over one SQL:2011 period).
+
+    Rows carry the model's attribute names plus ``created_at`` and
+    ``expired_at``, ordered by key then ``created_at``; add ``.where()`` freely::
+
+        session.execute(versions(Customer, from_to=(a, b)).where(Customer.tier == "gold"))
+    """
+    table = temporal_table(model)
+    mapper = inspect(model)
+    columns = [
+        table.c[prop.columns[0].name].label(prop.key)
+        for prop in mapper.column_attrs
+        if prop.columns[0].table is table
+    ]
+    stmt = select(*columns).order_by(*key_columns(table), table.c[CREATED_AT])
+    where = period_predicate(table, from_to=from_to, between=between, contained_in=contained_in)
+    if where is not None:
+        stmt = stmt.where(where)
+    return stmt.execution_options(**{ALL_VERSIONS: True})
+
+
+def history(session: Session, model: type[Any], key: Any) -> list[Row[Any]]:
+    """All versions of one entity, oldest first.
+
+    ``key`` is the primary key value, or a tuple (or mapping of attribute names)
+    for a composite key. Each row exposes the model's attributes plus
+    ``created_at`` and ``expired_at``.
+    """
+    table = temporal_table(model)
+    cols = key_columns(table)
+    values = _key_values(model, key, len(cols))
+    stmt = versions(model).where(*(c == v for c, v in zip(cols, values, strict=True)))
+    return list(session.execute(stmt).all())
+
+
+def temporal_table(model: type[Any]) -> Table:
+    table = getattr(model, "__table__", None)
+    if not is_temporal_table(table):
+        from temporal.errors import UnsupportedError
+
+        raise UnsupportedError(f"{getattr(model, '__name__', model)!r} is not a Temporal model")
+    assert isinstance(table, Table)
+    return table
+
+
+def _key_values(model: type[Any], key: Any, width: int) -> tuple[Any, ...]:
+    if isinstance(key, Mapping):
+        mapper = inspect(model)
+        return tuple(key[mapper.get_property_by_column(c).key] for c in mapper.primary_key)
+    values = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+    if len(values) != width:
+        raise TypeError(f"{model.__name__} has a {width}-column key; got {key!r}")
+    return values

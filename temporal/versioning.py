@@ -1,0 +1,496 @@
+"""Versioned writes through the ORM unit of work.
+
+Every change to a temporal object becomes history instead of an overwrite:
+
+* **insert** adds the current version, ``created_at`` = the transaction's stamp;
+* **update** expires the current version at the stamp and inserts the next one,
+  carrying unchanged columns over from the database row (so columns that were
+  never loaded are not lost);
+* **delete** expires the current version. Nothing is ever removed, except a
+  version this same transaction created: one transaction leaves at most one
+  version per key, so a second change to such a version is made in place.
+
+The ORM does the bookkeeping it is good at (dependency order, foreign keys
+synced from relationships, defaults) and we take over only the statements.
+``before_update`` records an object's net column changes and marks them
+committed, so the ORM emits no UPDATE of its own; the first ``after_update``
+for that table writes the whole batch set-based: one ``UPDATE ... RETURNING``
+that expires the current versions (guarded by ``created_at < stamp``, so no
+empty or negative period can ever be written) and one multi-row INSERT.
+Deletes are handled in ``before_flush`` the same way and the objects leave
+the session, so the ORM never issues a DELETE against a temporal table.
+
+A key the guarded UPDATE did not match is examined: a version this transaction
+wrote is changed in place; a version that a concurrent transaction committed
+with an older stamp is simply expired on the next pass; anything else means a
+concurrent writer got there first, and :class:`~temporal.ConflictError` is
+raised (retryable). The flush fails, the session rolls back, nothing half-done
+can be committed.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    event,
+    exc,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.orm import Mapper, Session, object_mapper
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.sql.elements import ColumnElement
+
+from temporal import _backend, _compat
+from temporal.errors import ConflictError, ReadOnlyError, UnsupportedError
+from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
+from temporal.query import is_slice_token
+
+Key = tuple[Any, ...]
+
+# How many keys go into one IN (...) list: far below PostgreSQL's 65535 bind
+# parameters and SQLite's 32766 variables, even for wide composite keys.
+_CHUNK = 2000
+# Passes over keys that a concurrent, older-stamped commit moved under us.
+_PASSES = 20
+
+
+# -- the transaction's stamp ------------------------------------------------
+
+
+@dataclass
+class _Tx:
+    """What one database transaction knows about its temporal writes."""
+
+    stamp: datetime
+    dialect: str
+    pending: dict[Table, list[_Change]] = field(default_factory=dict)
+    next_id: dict[Table, int] = field(default_factory=dict)
+
+
+_transactions: weakref.WeakKeyDictionary[Any, _Tx] = weakref.WeakKeyDictionary()
+
+
+def transaction_state(conn: Connection) -> _Tx:
+    """The stamp and scratch state of ``conn``'s current transaction (stamping on first use)."""
+    root = conn.get_transaction()
+    if root is None:
+        conn.begin()  # autobegin, exactly as the first statement would
+        root = conn.get_transaction()
+    tx = _transactions.get(root)
+    if tx is None:
+        tx = _Tx(stamp=_backend.read_stamp(conn), dialect=_backend.dialect_name(conn))
+        _transactions[root] = tx
+    return tx
+
+
+def transaction_time(session_or_connection: Session | Connection, model: Any = None) -> datetime:
+    """The timestamp the current transaction stamps its versions with.
+
+    Takes the stamp now if the transaction has not written yet. ``model``
+    picks the bind in a session with several.
+    """
+    if isinstance(session_or_connection, Session):
+        kw = {"bind_arguments": {"mapper": model}} if model is not None else {}
+        conn = session_or_connection.connection(**kw)  # type: ignore[arg-type]
+    else:
+        conn = session_or_connection
+    return transaction_state(conn).stamp
+
+
+# -- the write core, shared by the unit of work and bulk statements ----------
+
+
+def current(table: Table | Any) -> ColumnElement[bool]:
+    return table.c[EXPIRED_AT].is_(None)  # type: ignore[no-any-return]
+
+
+def key_of(row: Any, table: Table) -> Key:
+    return tuple(row[c.name] for c in key_columns(table))
+
+
+def key_in(table: Table, keys: Sequence[Key]) -> ColumnElement[bool]:
+    cols = key_columns(table)
+    if len(cols) == 1:
+        return cols[0].in_([k[0] for k in keys])
+    return tuple_(*cols).in_(keys)
+
+
+def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def execute(conn: Connection, statement: Any, params: Any = None) -> Any:
+    """Execute, turning deadlocks and serialization failures into ConflictError."""
+    try:
+        return conn.execute(statement, params)
+    except exc.DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):
+            raise ConflictError(
+                f"a concurrent transaction holds the same rows ({error.orig}); "
+                "roll back and retry"
+            ) from error
+        raise
+
+
+def write_versions(
+    conn: Connection, table: Table, changes: dict[Key, dict[str, Any]], tx: _Tx
+) -> dict[Key, dict[str, Any]]:
+    """Apply ``{key: {column: new value}}`` as new versions; return the rows written.
+
+    A change that turns out to change nothing (its old value was never loaded,
+    and equals the new one) writes nothing and is left out of the result.
+    """
+    remaining = dict(changes)
+    written: dict[Key, dict[str, Any]] = {}
+    for _ in range(_PASSES):
+        old_rows = _expire(conn, table, list(remaining), tx)
+        fresh, unchanged = [], []
+        for key, old in old_rows.items():
+            new = {**old, **remaining.pop(key)}
+            if all(_same(old[name], new[name]) for name in changes[key]):
+                unchanged.append((*key, old[CREATED_AT]))
+                continue
+            new.update(_onupdate_values(table, changes[key]), created_at=tx.stamp, expired_at=None)
+            fresh.append(new)
+            written[key] = new
+        if unchanged:
+            _restore(conn, table, unchanged, tx)
+        if fresh:
+            execute(conn, insert(table), fresh)
+        if not remaining:
+            return written
+        retry = _diagnose(conn, table, remaining, tx, "update")
+        in_place = {k: v for k, v in remaining.items() if k not in retry}
+        if in_place:
+            written.update(_update_in_place(conn, table, in_place, tx))
+        remaining = {k: remaining[k] for k in retry}
+        if not remaining:
+            return written
+    raise ConflictError(f"{table.name}: rows kept changing under this transaction; retry")
+
+
+def expire_versions(conn: Connection, table: Table, keys: Iterable[Key], tx: _Tx) -> None:
+    """Delete: expire the current versions of ``keys`` (removing this transaction's own)."""
+    remaining = list(keys)
+    for _ in range(_PASSES):
+        expired = _expire(conn, table, remaining, tx, returning_all=False)
+        left = {k: {} for k in remaining if k not in expired}
+        if not left:
+            return
+        retry = _diagnose(conn, table, left, tx, "delete")
+        own = [k for k in left if k not in retry]
+        for chunk in _chunks(own):
+            execute(conn, delete(table).where(key_in(table, chunk), current(table),
+                                              table.c[CREATED_AT] == tx.stamp))
+        remaining = list(retry)
+        if not remaining:
+            return
+    raise ConflictError(f"{table.name}: rows kept changing under this transaction; retry")
+
+
+def _expire(
+    conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, *, returning_all: bool = True
+) -> dict[Key, dict[str, Any]]:
+    returned = list(table.c) if returning_all else key_columns(table)
+    rows: dict[Key, dict[str, Any]] = {}
+    for chunk in _chunks(keys):
+        stmt = (
+            update(table)
+            .where(key_in(table, chunk), current(table), table.c[CREATED_AT] < tx.stamp)
+            .values({EXPIRED_AT: tx.stamp})
+            .returning(*returned)
+        )
+        for row in execute(conn, stmt).mappings():
+            rows[key_of(row, table)] = dict(row)
+    return rows
+
+
+def _diagnose(
+    conn: Connection, table: Table, keys: dict[Key, Any], tx: _Tx, action: str
+) -> set[Key]:
+    """Sort out keys the guarded expire missed; return those worth another pass.
+
+    Keys whose current version this transaction wrote are left for the caller
+    to change in place; anything else raises ConflictError.
+    """
+    mine = _backend.written_here(table, tx.stamp, tx.dialect).label("mine")
+    found: dict[Key, tuple[datetime, bool]] = {}
+    for chunk in _chunks(list(keys)):
+        stmt = select(*key_columns(table), table.c[CREATED_AT], mine).where(
+            key_in(table, chunk), current(table)
+        )
+        for row in execute(conn, stmt).mappings():
+            found[key_of(row, table)] = (row[CREATED_AT], bool(row["mine"]))
+    retry: set[Key] = set()
+    for key in keys:
+        if key not in found:
+            raise ConflictError(
+                f"cannot {action} {table.name} {_show(key)}: it has no current version any "
+                "more (a concurrent transaction deleted it); roll back and retry"
+            )
+        created_at, is_mine = found[key]
+        if is_mine:
+            continue
+        if created_at < tx.stamp:
+            retry.add(key)  # replaced by an older-stamped commit during our statement
+            continue
+        raise ConflictError(
+            f"cannot {action} {table.name} {_show(key)}: a concurrent transaction wrote a "
+            f"version starting {created_at.isoformat()}, after this transaction's "
+            f"timestamp {tx.stamp.isoformat()}; roll back and retry"
+        )
+    return retry
+
+
+def _update_in_place(
+    conn: Connection, table: Table, changes: dict[Key, dict[str, Any]], tx: _Tx
+) -> dict[Key, dict[str, Any]]:
+    """Change versions this transaction created (one version per key per transaction)."""
+    groups: dict[tuple[str, ...], list[Key]] = defaultdict(list)
+    for key, values in changes.items():
+        groups[tuple(sorted(values))].append(key)
+    cols = key_columns(table)
+    for names, keys in groups.items():
+        stmt = (
+            update(table)
+            .where(*(c == bindparam(f"k_{c.name}") for c in cols), current(table),
+                   table.c[CREATED_AT] == tx.stamp)
+            .values({n: bindparam(f"v_{n}") for n in names})
+        )
+        params = [
+            {**{f"k_{c.name}": v for c, v in zip(cols, key, strict=True)},
+             **{f"v_{n}": changes[key][n] for n in names}}
+            for key in keys
+        ]
+        execute(conn, stmt, params)
+    return {key: {**values, CREATED_AT: tx.stamp} for key, values in changes.items()}
+
+
+def _restore(conn: Connection, table: Table, versions: list[tuple[Any, ...]], tx: _Tx) -> None:
+    """Un-expire versions whose 'change' turned out to change nothing."""
+    cols = [*key_columns(table), table.c[CREATED_AT]]
+    for chunk in _chunks(versions):
+        execute(conn, update(table)
+                .where(tuple_(*cols).in_(chunk), table.c[EXPIRED_AT] == tx.stamp)
+                .values({EXPIRED_AT: None}))
+
+
+def _onupdate_values(table: Table, changed: Iterable[str]) -> dict[str, Any]:
+    """Values of ``onupdate=`` defaults for columns the change did not set."""
+    out: dict[str, Any] = {}
+    for col in table.c:
+        default = col.onupdate
+        if default is None or col.name in changed:
+            continue
+        arg = getattr(default, "arg", None)
+        if getattr(default, "is_callable", False):
+            out[col.name] = arg(None)  # type: ignore[misc]
+        elif getattr(default, "is_clause_element", False):
+            out[col.name] = arg
+        else:
+            out[col.name] = arg
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:  # values that refuse comparison are treated as changed
+        return False
+
+
+def _show(key: Key) -> str:
+    return repr(key[0]) if len(key) == 1 else repr(key)
+
+
+# -- new entities on SQLite: handing out ids ------------------------------------
+
+
+def next_id(conn: Connection, table: Table, tx: _Tx) -> int:
+    """Next entity id for an identity key on SQLite (which has no identity columns).
+
+    Serialized by SQLite's write lock, which the stamp already holds.
+    """
+    column = key_columns(table)[0]
+    if table not in tx.next_id:
+        tx.next_id[table] = conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()
+    tx.next_id[table] += 1
+    return tx.next_id[table]
+
+
+def needs_generated_id(table: Table, dialect: str) -> Column[Any] | None:
+    keys = key_columns(table)
+    if dialect == "sqlite" and len(keys) == 1 and keys[0].identity is not None:
+        return keys[0]
+    return None
+
+
+def note_explicit_id(table: Table, tx: _Tx, value: Any) -> None:
+    if table in tx.next_id and isinstance(value, int) and value > tx.next_id[table]:
+        tx.next_id[table] = value
+
+
+# -- the unit of work --------------------------------------------------------
+
+
+@dataclass
+class _Change:
+    state: InstanceState[Any]
+    key: Key
+    values: dict[str, Any]  # column name -> new value
+    attrs: dict[str, str]  # column name -> attribute key
+
+
+def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
+    if state.key is not None and is_slice_token(state.key[2]):
+        raise ReadOnlyError(
+            f"cannot {doing} {state.class_.__name__} {_show(state.key[1])}: it was read as of "
+            f"{state.key[2].at.isoformat()}, and the past is read-only; load the current "
+            "object (without as_of) to change it"
+        )
+
+
+@event.listens_for(Temporal, "before_insert", propagate=True)
+def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    tx = transaction_state(connection)
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    target.created_at = tx.stamp
+    target.expired_at = None
+    generated = needs_generated_id(table, tx.dialect)
+    if generated is not None:
+        attr = mapper.get_property_by_column(generated).key
+        value = getattr(target, attr)
+        if value is None:
+            setattr(target, attr, next_id(connection, table, tx))
+        else:
+            note_explicit_id(table, tx, value)
+
+
+@event.listens_for(Temporal, "before_update", propagate=True)
+def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    state = instance_state(target)
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    values: dict[str, Any] = {}
+    attrs: dict[str, str] = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if not isinstance(column, Column) or column.table is not table:
+            continue
+        if not state.attrs[prop.key].history.has_changes():
+            continue
+        _refuse_slice(state, "change")
+        if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
+            raise UnsupportedError(
+                f"{mapper.class_.__name__}.{prop.key} cannot be changed: "
+                + ("temporal maintains the period columns"
+                   if not column.primary_key else
+                   "the key names the entity; delete it and insert a new one instead")
+            )
+        values[column.name] = state.dict[prop.key]
+        attrs[column.name] = prop.key
+    if not values:
+        return
+    for name, attr in attrs.items():
+        set_committed_value(target, attr, values[name])  # the ORM now sees nothing to UPDATE
+    key = tuple(state.dict[p.key] for p in mapper._identity_key_props)
+    tx = transaction_state(connection)
+    tx.pending.setdefault(table, []).append(_Change(state, key, values, attrs))
+
+
+@event.listens_for(Temporal, "after_update", propagate=True)
+def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    table = mapper.local_table
+    tx = transaction_state(connection)
+    batch = tx.pending.pop(table, None)  # type: ignore[call-overload]
+    if not batch:
+        return
+    assert isinstance(table, Table)
+    by_key = {c.key: c for c in batch}
+    written = write_versions(connection, table, {c.key: c.values for c in batch}, tx)
+    for key, change in by_key.items():
+        row = written.get(key)
+        if row is None:
+            continue
+        obj = change.state.obj()
+        if obj is None:
+            continue
+        set_committed_value(obj, CREATED_AT, tx.stamp)
+        for col in table.c:
+            if col.onupdate is not None and col.name not in change.values:
+                prop = mapper.get_property_by_column(col)
+                if getattr(col.onupdate, "is_clause_element", False):
+                    _compat.expire_attributes(change.state, [prop.key])
+                else:
+                    set_committed_value(obj, prop.key, row[col.name])
+
+
+@event.listens_for(Temporal, "before_delete", propagate=True)
+def _before_delete(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    raise UnsupportedError(
+        f"{mapper.class_.__name__} reached a plain DELETE during flush, which would destroy "
+        "its history; delete temporal objects with session.delete()"
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    for obj in session.dirty:
+        if session.is_modified(obj, include_collections=False):
+            _refuse_slice(instance_state(obj), "change")
+    _promote_orphans(session)
+    doomed: dict[Mapper[Any], list[Any]] = defaultdict(list)
+    for obj in session.deleted:
+        state = instance_state(obj)
+        _refuse_slice(state, "delete")
+        mapper = object_mapper(obj)
+        if is_temporal_table(mapper.local_table):
+            doomed[mapper].append(obj)
+    for mapper, objs in doomed.items():
+        conn = session.connection(bind_arguments={"mapper": mapper})
+        tx = transaction_state(conn)
+        tx.pending.clear()
+        table = mapper.local_table
+        assert isinstance(table, Table)
+        keys = [instance_state(o).key[1] for o in objs]  # type: ignore[index]
+        expire_versions(conn, table, keys, tx)
+        for obj in objs:
+            session.expunge(obj)
+
+
+def _promote_orphans(session: Session) -> None:
+    """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
+    for obj in list(session.dirty) + list(session.new):
+        mapper = object_mapper(obj)
+        for rel in mapper.relationships:
+            if not (rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table)):
+                continue
+            history = instance_state(obj).attrs[rel.key].history
+            for child in history.deleted or ():
+                state = instance_state(child)
+                if (state.key is not None and child not in session.deleted
+                        and _compat.is_orphan(rel.mapper, state)):
+                    session.delete(child)
+
+
+__all__ = ["transaction_time"]
