@@ -101,10 +101,11 @@ def written_here(table: Table | Any, stamp: datetime, dialect: str) -> ColumnEle
         return same_stamp
     xmin = column("xmin")
     xmin.table = table
-    # xmin is a 32-bit xid; widen it to the xid8 just below the snapshot's xmax.
-    xmax = cast(cast(func.pg_snapshot_xmax(func.pg_current_snapshot()), Text), BigInteger)
+    # xmin is a 32-bit xid. Widen it to an xid8 next to this transaction's own
+    # (its subtransactions sit just above it, other recent ones just below).
+    ref = cast(cast(func.pg_current_xact_id(), Text), BigInteger)
     low = cast(cast(xmin, Text), BigInteger)
-    full = xmax - ((xmax % 4294967296) - low + 4294967296) % 4294967296
+    full = ref + (low - ref % 4294967296 + 3 * 2147483648) % 4294967296 - 2147483648
     status = func.pg_xact_status(cast(cast(full, Text), _XID8))
     return case((same_stamp, status == literal("in progress")), else_=false())
 

@@ -7,8 +7,9 @@
   its option, and a lazy load from an as-of object stays in that object's slice
   (exactly what SQLAlchemy's horizontal-sharding session does by subclassing).
 * Reading an ORM ``update()``'s SET clause, and whether it asks for RETURNING.
-* Asking the mapper whether an object is an orphan, and expiring attributes
-  from inside a flush.
+* Asking the mapper whether an object is an orphan, expiring attributes from
+  inside a flush, and moving an object to the "deleted" state without the ORM
+  emitting a DELETE (temporal expired its version instead).
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def insert_is_from_select(statement: Any) -> bool:
 
 def is_orphan(mapper: Mapper[Any], state: InstanceState[Any]) -> bool:
     return bool(mapper._is_orphan(state))
+
+
+def mark_deleted(session: Session, states: list[InstanceState[Any]]) -> None:
+    """Move objects to the "deleted" state exactly as a flushed DELETE would.
+
+    They leave the identity map, come back on rollback, detach on commit.
+    """
+    session._remove_newly_deleted(states)
 
 
 def expire_attributes(state: InstanceState[Any], keys: list[str]) -> None:

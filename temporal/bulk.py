@@ -63,6 +63,7 @@ from temporal.versioning import (
     needs_generated_id,
     next_id,
     note_explicit_id,
+    period_values,
     transaction_state,
     write_versions,
 )
@@ -231,7 +232,7 @@ def _next_versions_postgresql(
     old = (
         update(table)
         .where(where, current(table), table.c[CREATED_AT] < tx.stamp)
-        .values({EXPIRED_AT: tx.stamp})
+        .values(period_values(table, tx.stamp))
         .returning(*table.c)
         .cte("temporal_old")
     )
@@ -269,8 +270,8 @@ def _next_versions_sqlite(
     replaced = select(*keys).where(placeholders)
     execute(conn, update(table)
             .where(tuple_(*keys).in_(replaced), current(table), table.c[CREATED_AT] < stamp)
-            .values({EXPIRED_AT: stamp}))
-    execute(conn, update(table).where(placeholders).values({EXPIRED_AT: None}))
+            .values(period_values(table, stamp)))
+    execute(conn, update(table).where(placeholders).values(period_values(table, None)))
     return count  # type: ignore[no-any-return]
 
 
@@ -314,7 +315,7 @@ def _delete_where(
         gone.add(key_of(row, table))
     for _ in range(_PASSES):
         stmt = (update(table).where(where, current(table), table.c[CREATED_AT] < tx.stamp)
-                .values({EXPIRED_AT: tx.stamp}).returning(*keys))
+                .values(period_values(table, tx.stamp)).returning(*keys))
         for row in execute(conn, stmt).mappings():
             gone.add(key_of(row, table))
         if tx.dialect != "postgresql" or not _leftovers(conn, table, where, tx):

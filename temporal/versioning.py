@@ -17,8 +17,8 @@ committed, so the ORM emits no UPDATE of its own; the first ``after_update``
 for that table writes the whole batch set-based: one ``UPDATE ... RETURNING``
 that expires the current versions (guarded by ``created_at < stamp``, so no
 empty or negative period can ever be written) and one multi-row INSERT.
-Deletes are handled in ``before_flush`` the same way and the objects leave
-the session, so the ORM never issues a DELETE against a temporal table.
+Deletes are handled in ``before_flush`` the same way, and the objects move to
+the ORM's "deleted" state without the ORM issuing a DELETE.
 
 A key the guarded UPDATE did not match is examined: a version this transaction
 wrote is changed in place; a version that a concurrent transaction committed
@@ -122,6 +122,15 @@ def current(table: Table | Any) -> ColumnElement[bool]:
     return table.c[EXPIRED_AT].is_(None)  # type: ignore[no-any-return]
 
 
+def period_values(table: Table, expired_at: Any) -> dict[str, Any]:
+    """SET clause for temporal's own UPDATEs: the period only.
+
+    Core would otherwise apply ``onupdate=`` defaults and rewrite history.
+    """
+    keep = {c.name: c for c in table.c if c.onupdate is not None and c.name != EXPIRED_AT}
+    return {**keep, EXPIRED_AT: expired_at}
+
+
 def key_of(row: Any, table: Table) -> Key:
     return tuple(row[c.name] for c in key_columns(table))
 
@@ -179,7 +188,8 @@ def write_versions(
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update")
-        in_place = {k: v for k, v in remaining.items() if k not in retry}
+        in_place = {k: {**v, **_onupdate_values(table, v)}
+                    for k, v in remaining.items() if k not in retry}
         if in_place:
             written.update(_update_in_place(conn, table, in_place, tx))
         remaining = {k: remaining[k] for k in retry}
@@ -216,7 +226,7 @@ def _expire(
         stmt = (
             update(table)
             .where(key_in(table, chunk), current(table), table.c[CREATED_AT] < tx.stamp)
-            .values({EXPIRED_AT: tx.stamp})
+            .values(period_values(table, tx.stamp))
             .returning(*returned)
         )
         for row in execute(conn, stmt).mappings():
@@ -291,10 +301,10 @@ def _restore(conn: Connection, table: Table, versions: list[tuple[Any, ...]], tx
     for chunk in _chunks(versions):
         execute(conn, update(table)
                 .where(tuple_(*cols).in_(chunk), table.c[EXPIRED_AT] == tx.stamp)
-                .values({EXPIRED_AT: None}))
+                .values(period_values(table, None)))
 
 
-def _onupdate_values(table: Table, changed: Iterable[str]) -> dict[str, Any]:
+def _onupdate_values(table: Table, changed: dict[str, Any]) -> dict[str, Any]:
     """Values of ``onupdate=`` defaults for columns the change did not set."""
     out: dict[str, Any] = {}
     for col in table.c:
@@ -404,7 +414,7 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
             raise UnsupportedError(
                 f"{mapper.class_.__name__}.{prop.key} cannot be changed: "
                 + ("temporal maintains the period columns"
-                   if not column.primary_key else
+                   if column.name in (CREATED_AT, EXPIRED_AT) else
                    "the key names the entity; delete it and insert a new one instead")
             )
         values[column.name] = state.dict[prop.key]
@@ -413,9 +423,9 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
         return
     for name, attr in attrs.items():
         set_committed_value(target, attr, values[name])  # the ORM now sees nothing to UPDATE
-    key = tuple(state.dict[p.key] for p in mapper._identity_key_props)
+    assert state.key is not None
     tx = transaction_state(connection)
-    tx.pending.setdefault(table, []).append(_Change(state, key, values, attrs))
+    tx.pending.setdefault(table, []).append(_Change(state, state.key[1], values, attrs))
 
 
 @event.listens_for(Temporal, "after_update", propagate=True)
@@ -469,13 +479,13 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     for mapper, objs in doomed.items():
         conn = session.connection(bind_arguments={"mapper": mapper})
         tx = transaction_state(conn)
-        tx.pending.clear()
         table = mapper.local_table
         assert isinstance(table, Table)
         keys = [instance_state(o).key[1] for o in objs]  # type: ignore[index]
         expire_versions(conn, table, keys, tx)
-        for obj in objs:
-            session.expunge(obj)
+    # Only now: the SQL above needed every key, and from here the ORM treats
+    # them as deleted (restored on rollback) without emitting a DELETE.
+    _compat.mark_deleted(session, [instance_state(o) for objs in doomed.values() for o in objs])
 
 
 def _promote_orphans(session: Session) -> None:
