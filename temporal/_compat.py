@@ -87,7 +87,3 @@ def expire_attributes(state: InstanceState[Any], keys: list[str]) -> None:
     state._expire_attributes(state.dict, keys)
 
 
-def set_rowcount(result: Any, rowcount: int) -> Any:
-    """Make a CursorResult report ``rowcount`` (the sum of several statements)."""
-    result.context._rowcount = rowcount
-    return result

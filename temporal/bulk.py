@@ -247,7 +247,8 @@ def _next_versions_postgresql(
             chosen.append(_as_expression(adapt(values[col.name]), col))
         else:
             chosen.append(old.c[col.name])
-    stmt = insert(table).from_select([c.name for c in table.c], select(*chosen)).add_cte(old)
+    stmt = (insert(table).from_select([c.name for c in table.c], select(*chosen)).add_cte(old)
+            .execution_options(preserve_rowcount=True))
     return execute(conn, stmt).rowcount  # type: ignore[no-any-return]
 
 
@@ -264,7 +265,8 @@ def _next_versions_sqlite(
         else:
             chosen.append(col)
     source = select(*chosen).where(where, current(table), table.c[CREATED_AT] < stamp)
-    count = execute(conn, insert(table).from_select([c.name for c in table.c], source)).rowcount
+    count = execute(conn, insert(table).from_select([c.name for c in table.c], source)
+                    .execution_options(preserve_rowcount=True)).rowcount
     keys = key_columns(table)
     placeholders = and_(table.c[CREATED_AT] == stamp, table.c[EXPIRED_AT] == stamp)
     replaced = select(*keys).where(placeholders)

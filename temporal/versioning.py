@@ -20,11 +20,16 @@ empty or negative period can ever be written) and one multi-row INSERT.
 Deletes are handled in ``before_flush`` the same way, and the objects move to
 the ORM's "deleted" state without the ORM issuing a DELETE.
 
+An ORM object remembers which version it was loaded from (its ``created_at``),
+and only that version may be expired: if another transaction replaced it in
+the meantime, the object's values were computed from stale data, and a plain
+table would silently lose that other update. Here it is a conflict.
+
 A key the guarded UPDATE did not match is examined: a version this transaction
 wrote is changed in place; a version that a concurrent transaction committed
-with an older stamp is simply expired on the next pass; anything else means a
-concurrent writer got there first, and :class:`~temporal.ConflictError` is
-raised (retryable). The flush fails, the session rolls back, nothing half-done
+with an older stamp (and that the change was not computed from) is expired on
+the next pass; anything else means a concurrent writer got there first, and
+:class:`~temporal.ConflictError` is raised (retryable). The flush fails, the session rolls back, nothing half-done
 can be committed.
 """
 
@@ -161,17 +166,22 @@ def execute(conn: Connection, statement: Any, params: Any = None) -> Any:
 
 
 def write_versions(
-    conn: Connection, table: Table, changes: dict[Key, dict[str, Any]], tx: _Tx
+    conn: Connection, table: Table, changes: dict[Key, dict[str, Any]], tx: _Tx,
+    read: dict[Key, datetime] | None = None,
 ) -> dict[Key, dict[str, Any]]:
     """Apply ``{key: {column: new value}}`` as new versions; return the rows written.
 
+    ``read`` names, per key, the version the new values were computed from
+    (the ``created_at`` of a loaded ORM object): only that version may be
+    expired, anything else is a concurrent change and raises ConflictError.
     A change that turns out to change nothing (its old value was never loaded,
     and equals the new one) writes nothing and is left out of the result.
     """
+    read = read or {}
     remaining = dict(changes)
     written: dict[Key, dict[str, Any]] = {}
     for _ in range(_PASSES):
-        old_rows = _expire(conn, table, list(remaining), tx)
+        old_rows = _expire(conn, table, list(remaining), tx, read)
         fresh, unchanged = [], []
         for key, old in old_rows.items():
             new = {**old, **remaining.pop(key)}
@@ -187,7 +197,7 @@ def write_versions(
             execute(conn, insert(table), fresh)
         if not remaining:
             return written
-        retry = _diagnose(conn, table, remaining, tx, "update")
+        retry = _diagnose(conn, table, remaining, tx, "update", read)
         in_place = {k: {**v, **_onupdate_values(table, v)}
                     for k, v in remaining.items() if k not in retry}
         if in_place:
@@ -198,15 +208,19 @@ def write_versions(
     raise ConflictError(f"{table.name}: rows kept changing under this transaction; retry")
 
 
-def expire_versions(conn: Connection, table: Table, keys: Iterable[Key], tx: _Tx) -> None:
+def expire_versions(
+    conn: Connection, table: Table, keys: Iterable[Key], tx: _Tx,
+    read: dict[Key, datetime] | None = None,
+) -> None:
     """Delete: expire the current versions of ``keys`` (removing this transaction's own)."""
+    read = read or {}
     remaining = list(keys)
     for _ in range(_PASSES):
-        expired = _expire(conn, table, remaining, tx, returning_all=False)
+        expired = _expire(conn, table, remaining, tx, read, returning_all=False)
         left = {k: {} for k in remaining if k not in expired}
         if not left:
             return
-        retry = _diagnose(conn, table, left, tx, "delete")
+        retry = _diagnose(conn, table, left, tx, "delete", read)
         own = [k for k in left if k not in retry]
         for chunk in _chunks(own):
             execute(conn, delete(table).where(key_in(table, chunk), current(table),
@@ -218,14 +232,21 @@ def expire_versions(conn: Connection, table: Table, keys: Iterable[Key], tx: _Tx
 
 
 def _expire(
-    conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, *, returning_all: bool = True
+    conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, read: dict[Key, datetime],
+    *, returning_all: bool = True,
 ) -> dict[Key, dict[str, Any]]:
+    """Expire the current versions of ``keys`` (only the version ``read`` names, if any)."""
     returned = list(table.c) if returning_all else key_columns(table)
+    versioned = [(*k, read[k]) for k in keys if k in read]
+    unread = [k for k in keys if k not in read]
+    selections = [key_in(table, chunk) for chunk in _chunks(unread)]
+    with_period = [*key_columns(table), table.c[CREATED_AT]]
+    selections += [tuple_(*with_period).in_(chunk) for chunk in _chunks(versioned)]
     rows: dict[Key, dict[str, Any]] = {}
-    for chunk in _chunks(keys):
+    for selection in selections:
         stmt = (
             update(table)
-            .where(key_in(table, chunk), current(table), table.c[CREATED_AT] < tx.stamp)
+            .where(selection, current(table), table.c[CREATED_AT] < tx.stamp)
             .values(period_values(table, tx.stamp))
             .returning(*returned)
         )
@@ -235,7 +256,8 @@ def _expire(
 
 
 def _diagnose(
-    conn: Connection, table: Table, keys: dict[Key, Any], tx: _Tx, action: str
+    conn: Connection, table: Table, keys: dict[Key, Any], tx: _Tx, action: str,
+    read: dict[Key, datetime],
 ) -> set[Key]:
     """Sort out keys the guarded expire missed; return those worth another pass.
 
@@ -260,6 +282,12 @@ def _diagnose(
         created_at, is_mine = found[key]
         if is_mine:
             continue
+        if key in read:
+            raise ConflictError(
+                f"cannot {action} {table.name} {_show(key)}: it changed since it was read "
+                f"(read the version from {read[key].isoformat()}, a concurrent transaction "
+                f"wrote one from {created_at.isoformat()}); roll back and retry"
+            )
         if created_at < tx.stamp:
             retry.add(key)  # replaced by an older-stamped commit during our statement
             continue
@@ -368,6 +396,7 @@ class _Change:
     key: Key
     values: dict[str, Any]  # column name -> new value
     attrs: dict[str, str]  # column name -> attribute key
+    read: datetime | None  # created_at of the version the object was loaded from
 
 
 def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
@@ -425,7 +454,8 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
         set_committed_value(target, attr, values[name])  # the ORM now sees nothing to UPDATE
     assert state.key is not None
     tx = transaction_state(connection)
-    tx.pending.setdefault(table, []).append(_Change(state, state.key[1], values, attrs))
+    read = state.dict.get(CREATED_AT)  # the version these values were computed from
+    tx.pending.setdefault(table, []).append(_Change(state, state.key[1], values, attrs, read))
 
 
 @event.listens_for(Temporal, "after_update", propagate=True)
@@ -437,7 +467,8 @@ def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> N
         return
     assert isinstance(table, Table)
     by_key = {c.key: c for c in batch}
-    written = write_versions(connection, table, {c.key: c.values for c in batch}, tx)
+    read = {c.key: c.read for c in batch if c.read is not None}
+    written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read)
     for key, change in by_key.items():
         row = written.get(key)
         if row is None:
@@ -481,8 +512,10 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
         tx = transaction_state(conn)
         table = mapper.local_table
         assert isinstance(table, Table)
-        keys = [instance_state(o).key[1] for o in objs]  # type: ignore[index]
-        expire_versions(conn, table, keys, tx)
+        states = [instance_state(o) for o in objs]
+        read = {st.key[1]: st.dict[CREATED_AT] for st in states  # type: ignore[index]
+                if CREATED_AT in st.dict}
+        expire_versions(conn, table, [st.key[1] for st in states], tx, read)  # type: ignore[index]
     # Only now: the SQL above needed every key, and from here the ORM treats
     # them as deleted (restored on rollback) without emitting a DELETE.
     _compat.mark_deleted(session, [instance_state(o) for objs in doomed.values() for o in objs])
