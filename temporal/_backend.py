@@ -25,9 +25,9 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Text,
     Connection,
     Table,
+    Text,
     case,
     cast,
     column,
@@ -99,7 +99,7 @@ def written_here(table: Table | Any, stamp: datetime, dialect: str) -> ColumnEle
     same_stamp = table.c.created_at == stamp
     if dialect != "postgresql":
         return same_stamp
-    xmin = column("xmin")
+    xmin: Any = column("xmin")
     xmin.table = table
     # xmin is a 32-bit xid. Widen it to an xid8 next to this transaction's own
     # (its subtransactions sit just above it, other recent ones just below).

@@ -47,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import IteratorResult
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.orm import InstrumentedAttribute, Mapper, ORMExecuteState, Session
+from sqlalchemy.orm.base import instance_state
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -91,7 +92,7 @@ def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
     params = state.parameters
     if state.is_update and isinstance(params, list) and params:
         return _update_by_key(state.session, conn, table, mapper, params, tx)
-    where = state.statement.whereclause
+    where = state.statement.whereclause  # type: ignore[attr-defined]
     where = where if where is not None else true()
     if state.is_update:
         values = _set_clause(state.statement, table, mapper)
@@ -128,20 +129,19 @@ def _prepare_insert(
                 note_explicit_id(table, tx, row[id_attr])
         return row
 
-    params = state.parameters
+    params: Any = state.parameters
     if isinstance(params, list) and params:
-        state.parameters = [complete(dict(p)) for p in params]  # type: ignore[misc]
+        state.parameters = [complete(dict(p)) for p in params]
     elif _compat.insert_has_values(statement):
         if getattr(statement, "_multi_values", None):
             raise UnsupportedError(
                 "multi-row insert().values([...]) into a temporal model is not supported; "
                 "pass the rows as parameters: session.execute(insert(Model), rows)"
             )
-        extra = complete({})
-        state.statement = statement.values(**{k: v for k, v in extra.items()
-                                              if k not in _values_keys(statement)})
+        extra = {k: v for k, v in complete({}).items() if k not in _values_keys(statement)}
+        state.statement = statement.values(**extra)  # type: ignore[attr-defined]
     else:
-        state.parameters = complete(dict(params or {}))  # type: ignore[misc]
+        state.parameters = complete(dict(params or {}))
 
 
 def _values_keys(statement: Any) -> set[str]:
@@ -199,7 +199,7 @@ def _column_for(target: Any, table: Table, mapper: Mapper[Any]) -> Column[Any]:
         target = target.key
     if isinstance(target, str):
         if target in mapper.attrs:
-            column = mapper.attrs[target].columns[0]  # type: ignore[attr-defined]
+            column = mapper.attrs[target].columns[0]
         elif target in table.c:
             column = table.c[target]
         else:
@@ -213,9 +213,8 @@ def _column_for(target: Any, table: Table, mapper: Mapper[Any]) -> Column[Any]:
 def _update_where(
     conn: Connection, table: Table, where: ColumnElement[bool], values: dict[str, Any], tx: _Tx
 ) -> int:
-    count = 0
     in_place = and_(where, current(table), _backend.written_here(table, tx.stamp, tx.dialect))
-    count += execute(conn, update(table).where(in_place).values(values)).rowcount
+    count: int = execute(conn, update(table).where(in_place).values(values)).rowcount
     for _ in range(_PASSES):
         if tx.dialect == "postgresql":
             count += _next_versions_postgresql(conn, table, where, values, tx)
@@ -237,7 +236,7 @@ def _next_versions_postgresql(
         .cte("temporal_old")
     )
     adapt = ClauseAdapter(old).traverse
-    chosen = []
+    chosen: list[Any] = []
     for col in table.c:
         if col.name == CREATED_AT:
             chosen.append(literal(tx.stamp, col.type))
@@ -249,14 +248,15 @@ def _next_versions_postgresql(
             chosen.append(old.c[col.name])
     stmt = (insert(table).from_select([c.name for c in table.c], select(*chosen)).add_cte(old)
             .execution_options(preserve_rowcount=True))
-    return execute(conn, stmt).rowcount  # type: ignore[no-any-return]
+    count: int = execute(conn, stmt).rowcount
+    return count
 
 
 def _next_versions_sqlite(
     conn: Connection, table: Table, where: ColumnElement[bool], values: dict[str, Any], tx: _Tx
 ) -> int:
     stamp = tx.stamp
-    chosen = []
+    chosen: list[Any] = []
     for col in table.c:
         if col.name in (CREATED_AT, EXPIRED_AT):
             chosen.append(literal(stamp, col.type))  # the placeholder period [stamp, stamp)
@@ -274,7 +274,7 @@ def _next_versions_sqlite(
             .where(tuple_(*keys).in_(replaced), current(table), table.c[CREATED_AT] < stamp)
             .values(period_values(table, stamp)))
     execute(conn, update(table).where(placeholders).values(period_values(table, None)))
-    return count  # type: ignore[no-any-return]
+    return int(count)
 
 
 def _as_expression(value: Any, column: Column[Any]) -> Any:
@@ -341,10 +341,12 @@ def _forget_in_session(session: Session, mapper: Mapper[Any], keys: set[tuple[An
 
 
 def _current_objects(session: Session, mapper: Mapper[Any]) -> list[Any]:
-    return [
-        obj for (cls, _, token), obj in list(session.identity_map.items())
-        if not is_slice_token(token) and issubclass(cls, mapper.class_)
-    ]
+    found = []
+    for obj in list(session):
+        key = instance_state(obj).key
+        if key is not None and not is_slice_token(key[2]) and isinstance(obj, mapper.class_):
+            found.append(obj)
+    return found
 
 
 def _counted(rowcount: int) -> Result[Any]:

@@ -87,9 +87,11 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
     for item in args:
         if isinstance(item, UniqueConstraint):
             # History repeats values, so uniqueness can only hold among current rows.
-            cols = [by_name[c] if isinstance(c, str) else c for c in item._pending_colargs]
-            out.append(_current_index(item.name or f"uq_{name}_{'_'.join(c.name for c in cols)}",
-                                      cols, current))
+            cols: list[Column[Any]] = [by_name[c] if isinstance(c, str) else c  # type: ignore[misc]
+                                       for c in item._pending_colargs]
+            index_name = item.name if isinstance(item.name, str) else \
+                f"uq_{name}_{'_'.join(c.name for c in cols)}"
+            out.append(_current_index(index_name, cols, current))
         else:
             out.append(item)
     for column in columns:

@@ -60,7 +60,9 @@ class AsOf(UserDefinedOption):
 
     @property
     def slice(self) -> Slice:
-        return self.payload  # type: ignore[no-any-return]
+        moment = self.payload
+        assert isinstance(moment, Slice)
+        return moment
 
 
 def as_of(at: datetime) -> AsOf:
@@ -115,7 +117,7 @@ def _read_in_time(state: ORMExecuteState) -> None:
         if mapper is not None and is_temporal_table(mapper.local_table):
             table = mapper.local_table
             rule = table.c[EXPIRED_AT].is_(None) if moment is None else valid_at(table, moment.at)
-            state.statement = state.statement.where(rule)
+            state.statement = state.statement.where(rule)  # type: ignore[attr-defined]
         if moment is not None:
             state.update_execution_options(identity_token=moment)
     elif moment is None:

@@ -29,8 +29,8 @@ A key the guarded UPDATE did not match is examined: a version this transaction
 wrote is changed in place; a version that a concurrent transaction committed
 with an older stamp (and that the change was not computed from) is expired on
 the next pass; anything else means a concurrent writer got there first, and
-:class:`~temporal.ConflictError` is raised (retryable). The flush fails, the session rolls back, nothing half-done
-can be committed.
+:class:`~temporal.ConflictError` is raised (retryable). The flush fails, the
+session rolls back, nothing half-done can be committed.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Table,
-    and_,
     bindparam,
     delete,
     event,
@@ -113,8 +112,8 @@ def transaction_time(session_or_connection: Session | Connection, model: Any = N
     picks the bind in a session with several.
     """
     if isinstance(session_or_connection, Session):
-        kw = {"bind_arguments": {"mapper": model}} if model is not None else {}
-        conn = session_or_connection.connection(**kw)  # type: ignore[arg-type]
+        bind = {"mapper": model} if model is not None else None
+        conn = session_or_connection.connection(bind_arguments=bind)
     else:
         conn = session_or_connection
     return transaction_state(conn).stamp
@@ -124,7 +123,8 @@ def transaction_time(session_or_connection: Session | Connection, model: Any = N
 
 
 def current(table: Table | Any) -> ColumnElement[bool]:
-    return table.c[EXPIRED_AT].is_(None)  # type: ignore[no-any-return]
+    expired_at: ColumnElement[Any] = table.c[EXPIRED_AT]
+    return expired_at.is_(None)
 
 
 def period_values(table: Table, expired_at: Any) -> dict[str, Any]:
@@ -217,7 +217,7 @@ def expire_versions(
     remaining = list(keys)
     for _ in range(_PASSES):
         expired = _expire(conn, table, remaining, tx, read, returning_all=False)
-        left = {k: {} for k in remaining if k not in expired}
+        left: dict[Key, Any] = {k: {} for k in remaining if k not in expired}
         if not left:
             return
         retry = _diagnose(conn, table, left, tx, "delete", read)
@@ -400,10 +400,12 @@ class _Change:
 
 
 def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
-    if state.key is not None and is_slice_token(state.key[2]):
+    token: Any = state.key[2] if state.key is not None else None
+    if is_slice_token(token):
+        assert state.key is not None
         raise ReadOnlyError(
             f"cannot {doing} {state.class_.__name__} {_show(state.key[1])}: it was read as of "
-            f"{state.key[2].at.isoformat()}, and the past is read-only; load the current "
+            f"{token.at.isoformat()}, and the past is read-only; load the current "
             "object (without as_of) to change it"
         )
 

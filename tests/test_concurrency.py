@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from collections import Counter
@@ -28,7 +29,7 @@ def db(pg_engine: Engine) -> Iterator[Engine]:
 def assert_contiguous(engine: Engine, cid: int) -> list[float | None]:
     with Session(engine) as s:
         versions = history(s, Customer, cid)
-    for older, newer in zip(versions, versions[1:], strict=False):
+    for older, newer in itertools.pairwise(versions):
         assert older.created_at < older.expired_at == newer.created_at
     assert versions[-1].expired_at is None or versions[-1].created_at < versions[-1].expired_at
     return [v.score for v in versions]
@@ -70,7 +71,8 @@ def test_a_younger_writer_that_waited_on_an_older_one_builds_on_its_version(db: 
         try:
             with Session(db) as s, s.begin():
                 transaction_time(s)  # stamped after the older one
-                s.execute(update(Customer).where(Customer.id == 1).values(score=Customer.score + 10))
+                s.execute(update(Customer).where(Customer.id == 1)
+                          .values(score=Customer.score + 10))
         except BaseException as error:  # reported to the main thread
             errors.append(error)
         finally:

@@ -259,7 +259,7 @@ def test_defaults_server_defaults_and_onupdate(db: Engine) -> None:
     with Session(db) as s:
         c = s.get(Customer, cid)
         assert (c.tier, c.status, c.revision_note) == ("basic", "active", "edited")
-    old, new = physical(db, Customer)
+    old, _new = physical(db, Customer)
     assert old.revision_note == "created"
 
 

@@ -1,0 +1,239 @@
+"""Versioned writes and reads against a plain table, on PostgreSQL.
+
+    python bench/bench_versioning.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+Prints each figure as a ratio against its baseline measured in the same run:
+
+* ORM load + change one column + commit of 5,000 rows: temporal / plain
+  (target <= 1.5), and SQLAlchemy-Continuum / plain for comparison;
+* bulk ``update()`` of 50,000 rows: temporal / plain (target <= 3);
+* 3,000 point reads by key with 10x as much history as current data:
+  temporal / plain (target <= 1.15), and as-of / current (target <= 2).
+
+Each variant runs in its own process, so a plain baseline never pays for the
+event hooks that ``temporal`` or Continuum install on every Session. Every run
+uses a scratch database created on the server and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import Engine, String, create_engine, select, text, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+ROWS_ORM = 5_000
+ROWS_BULK = 50_000
+ROWS_READ = 3_000
+HISTORY_FACTOR = 10
+REPEAT = 5
+
+
+def models(variant: str) -> Any:
+    """The benchmark model for one variant (imports only what the variant needs)."""
+    if variant == "continuum":
+        from sqlalchemy_continuum import make_versioned
+
+        make_versioned(user_cls=None)
+
+    class Base(DeclarativeBase):
+        pass
+
+    mixins: tuple[type, ...] = ()
+    extra: dict[str, Any] = {}
+    if variant == "temporal":
+        from temporal import Temporal
+
+        mixins = (Temporal,)
+    if variant == "continuum":
+        extra["__versioned__"] = {}
+
+    namespace = {
+        "__tablename__": "items",
+        "__annotations__": {"id": Mapped[int], "name": Mapped[str], "value": Mapped[int]},
+        "id": mapped_column(primary_key=True, autoincrement=False),
+        "name": mapped_column(String(50)),
+        "value": mapped_column(),
+        **extra,
+    }
+    item = type("Item", (*mixins, Base), namespace)
+    if variant == "continuum":
+        from sqlalchemy.orm import configure_mappers
+
+        configure_mappers()
+    return Base, item
+
+
+def fresh(engine: Engine, base: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    base.metadata.create_all(engine)
+
+
+def fill(engine: Engine, item: Any, rows: int) -> None:
+    with Session(engine) as s, s.begin():
+        s.add_all([item(id=i, name=f"item {i}", value=0) for i in range(rows)])
+
+
+def timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def case_orm_update(engine: Engine, base: Any, item: Any) -> float:
+    fresh(engine, base)
+    fill(engine, item, ROWS_ORM)
+
+    def run() -> None:
+        with Session(engine) as s:
+            for obj in s.scalars(select(item)):
+                obj.value += 1
+            s.commit()
+
+    run()  # warm caches
+    return statistics.median(timed(run) for _ in range(REPEAT))
+
+
+def case_bulk_update(engine: Engine, base: Any, item: Any) -> float:
+    fresh(engine, base)
+    with engine.begin() as conn:  # fast fill: the same rows for every variant
+        conn.execute(item.__table__.insert(), [
+            {"id": i, "name": f"item {i}", "value": 0,
+             **({"created_at": _epoch()} if "created_at" in item.__table__.c else {})}
+            for i in range(ROWS_BULK)])
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+
+    def run() -> None:
+        with Session(engine) as s, s.begin():
+            s.execute(update(item).where(item.id >= 0).values(value=item.value + 1))
+
+    run()
+    return statistics.median(timed(run) for _ in range(3))
+
+
+def case_point_reads(engine: Engine, base: Any, item: Any, as_of_reads: bool = False) -> float:
+    fresh(engine, base)
+    fill(engine, item, ROWS_READ)
+    middle = None
+    if hasattr(item, "created_at"):
+        for round_no in range(HISTORY_FACTOR):
+            with Session(engine) as s, s.begin():
+                s.execute(update(item).where(item.id >= 0).values(value=item.value + 1))
+                if round_no == HISTORY_FACTOR // 2:
+                    from temporal import transaction_time
+
+                    middle = transaction_time(s)
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM ANALYZE") if False else text("ANALYZE"))
+    keys = list(range(ROWS_READ))
+    random.Random(7).shuffle(keys)
+    options: list[Any] = []
+    if as_of_reads:
+        from temporal import as_of
+
+        options = [as_of(middle)]
+
+    def run() -> None:
+        with Session(engine) as s:
+            for k in keys:
+                assert s.get(item, k, options=options) is not None
+
+    run()
+    return statistics.median(timed(run) for _ in range(REPEAT))
+
+
+def _epoch() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+CASES = {
+    "orm_update": case_orm_update,
+    "bulk_update": case_bulk_update,
+    "point_reads": case_point_reads,
+    "as_of_point_reads": lambda e, b, i: case_point_reads(e, b, i, as_of_reads=True),
+}
+
+
+def child(url: str, variant: str, case: str) -> None:
+    base, item = models(variant)
+    engine = create_engine(url)
+    seconds = CASES[case](engine, base, item)
+    engine.dispose()
+    print(json.dumps({"seconds": seconds}))
+
+
+def measure(url: str, variant: str, case: str) -> float:
+    done = subprocess.run([sys.executable, __file__, "--child", variant, case, "--url", url],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{variant}/{case} failed:\n{done.stderr}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def scratch_database(url: str) -> str:
+    base = create_engine(url, isolation_level="AUTOCOMMIT")
+    with base.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS temporal_bench WITH (FORCE)"))
+        conn.execute(text("CREATE DATABASE temporal_bench"))
+    base.dispose()
+    return base.url.set(database="temporal_bench").render_as_string(hide_password=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "CASE"))
+    parser.add_argument("--skip-continuum", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        child(args.url, *args.child)
+        return
+    url = scratch_database(args.url)
+    t = {(v, c): measure(url, v, c) for v, c in [
+        ("plain", "orm_update"), ("temporal", "orm_update"),
+        ("plain", "bulk_update"), ("temporal", "bulk_update"),
+        ("plain", "point_reads"), ("temporal", "point_reads"),
+        ("temporal", "as_of_point_reads"),
+    ]}
+    if not args.skip_continuum:
+        t["continuum", "orm_update"] = measure(url, "continuum", "orm_update")
+    rows = [
+        (f"ORM load+change+commit, {ROWS_ORM:,} rows: temporal / plain",
+         t["temporal", "orm_update"] / t["plain", "orm_update"], 1.5),
+    ]
+    if ("continuum", "orm_update") in t:
+        rows.append((f"ORM load+change+commit, {ROWS_ORM:,} rows: Continuum / plain",
+                     t["continuum", "orm_update"] / t["plain", "orm_update"], None))
+    rows += [
+        (f"bulk update(), {ROWS_BULK:,} rows: temporal / plain",
+         t["temporal", "bulk_update"] / t["plain", "bulk_update"], 3.0),
+        (f"{ROWS_READ:,} point reads, {HISTORY_FACTOR}x history: temporal / plain",
+         t["temporal", "point_reads"] / t["plain", "point_reads"], 1.15),
+        (f"{ROWS_READ:,} point reads: as-of / current",
+         t["temporal", "as_of_point_reads"] / t["temporal", "point_reads"], 2.0),
+    ]
+    for label, ratio, target in rows:
+        verdict = "" if target is None else ("  ok" if ratio <= target else "  OVER")
+        goal = "" if target is None else f" (target <= {target})"
+        print(f"{label}: {ratio:.2f}x{goal}{verdict}")
+    print("seconds: " + ", ".join(f"{v}/{c}={s:.3f}" for (v, c), s in sorted(t.items())))
+    engine = create_engine(args.url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS temporal_bench WITH (FORCE)"))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

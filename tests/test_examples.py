@@ -1,0 +1,28 @@
+"""The examples in examples/ run as written and check themselves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_quickstart_on_sqlite() -> None:
+    assert "quickstart: ok" in run("quickstart.py")
+
+
+@pytest.mark.postgres
+def test_quickstart_on_postgresql(pg_url: URL) -> None:
+    assert "quickstart: ok" in run("quickstart.py", pg_url.render_as_string(hide_password=False))
