@@ -6,7 +6,9 @@ Two questions decide every versioned write:
   ``clock_timestamp()``, read only after the transaction holds its transaction
   id. That ordering is what lets an export wait for every transaction that
   could still commit a version stamped at or before its ``as_of``: such a
-  transaction is visible as "in progress" before its stamp exists. On SQLite
+  transaction is visible as "in progress" before its stamp exists. A
+  transaction-scoped advisory lock on the stamp keeps it unique among the
+  transactions in flight, so "a row stamped with my stamp" can only be mine. On SQLite
   the library keeps a one-row clock table and advances it under the write lock
   (``max(last + 1µs, now)``), so stamps are unique and monotonic in commit order.
 
@@ -59,13 +61,11 @@ def dialect_name(conn: Connection) -> str:
 def read_stamp(conn: Connection) -> datetime:
     """Take this transaction's timestamp (call once per transaction)."""
     if dialect_name(conn) == "postgresql":
-        moment = conn.execute(
-            text(
-                "WITH xact AS MATERIALIZED (SELECT pg_current_xact_id() AS xid) "
-                "SELECT clock_timestamp() FROM xact"
-            )
-        ).scalar_one()
-        return moment.astimezone(clock.UTC)  # type: ignore[no-any-return]
+        for _ in range(1000):
+            moment, unique = conn.execute(_PG_STAMP).one()
+            if unique:
+                return moment.astimezone(clock.UTC)  # type: ignore[no-any-return]
+        raise UnsupportedError("could not take a unique transaction timestamp")
     micros = _micros(clock.now())
     if not conn.info.get("temporal.clock_table"):
         conn.exec_driver_sql(
@@ -80,6 +80,17 @@ def read_stamp(conn: Connection) -> datetime:
         (micros,),
     ).scalar_one()
     return _EPOCH + timedelta(microseconds=stamp)
+
+
+# The xid first, then the clock; and a transaction-scoped advisory lock on the
+# stamp's microsecond, so no two transactions in flight share a stamp (a clash
+# just reads the clock again).
+_PG_STAMP = text(
+    "WITH xact AS MATERIALIZED (SELECT pg_current_xact_id() AS xid), "
+    "stamp AS MATERIALIZED (SELECT clock_timestamp() AS t FROM xact) "
+    "SELECT t, pg_try_advisory_xact_lock(1952804208, "
+    "(floor(extract(epoch FROM t) * 1000000)::bigint % 2147483647)::integer) FROM stamp"
+)
 
 
 def database_now(conn: Connection) -> datetime:

@@ -75,6 +75,11 @@ def is_orphan(mapper: Mapper[Any], state: InstanceState[Any]) -> bool:
     return bool(mapper._is_orphan(state))
 
 
+def modified_attribute_keys(state: InstanceState[Any]) -> list[str]:
+    """Keys of attributes changed since load (the ORM's own change bookkeeping)."""
+    return list(state.committed_state)
+
+
 def mark_deleted(session: Session, states: list[InstanceState[Any]]) -> None:
     """Move objects to the "deleted" state exactly as a flushed DELETE would.
 

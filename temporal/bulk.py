@@ -37,7 +37,6 @@ from sqlalchemy import (
     event,
     insert,
     literal,
-    not_,
     null,
     select,
     true,
@@ -117,6 +116,7 @@ def _prepare_insert(
             "supported; insert the rows as parameters instead"
         )
     period = {CREATED_AT: tx.stamp, EXPIRED_AT: None}
+    tx.written.add(table)
     generated = needs_generated_id(table, tx.dialect)
     id_attr = mapper.get_property_by_column(generated).key if generated is not None else None
 
@@ -213,8 +213,12 @@ def _column_for(target: Any, table: Table, mapper: Mapper[Any]) -> Column[Any]:
 def _update_where(
     conn: Connection, table: Table, where: ColumnElement[bool], values: dict[str, Any], tx: _Tx
 ) -> int:
-    in_place = and_(where, current(table), _backend.written_here(table, tx.stamp, tx.dialect))
-    count: int = execute(conn, update(table).where(in_place).values(values)).rowcount
+    count = 0
+    if table in tx.written:  # only then can versions of this transaction be among the rows
+        mine = _backend.written_here(table, tx.stamp, tx.dialect)
+        count = execute(conn, update(table).where(where, current(table), mine)
+                        .values(values)).rowcount
+    tx.written.add(table)
     for _ in range(_PASSES):
         if tx.dialect == "postgresql":
             count += _next_versions_postgresql(conn, table, where, values, tx)
@@ -289,9 +293,10 @@ def _leftovers(conn: Connection, table: Table, where: ColumnElement[bool], tx: _
     True means another pass is needed (rows replaced by an older stamp while
     the statement ran); a row replaced by a younger stamp raises ConflictError.
     """
-    mine = _backend.written_here(table, tx.stamp, tx.dialect)
+    # Stamps are unique among transactions in flight, so "not mine" is "another stamp".
     row = execute(conn, select(*key_columns(table), table.c[CREATED_AT])
-                  .where(where, current(table), not_(mine)).limit(1)).mappings().first()
+                  .where(where, current(table), table.c[CREATED_AT] != tx.stamp)
+                  .limit(1)).mappings().first()
     if row is None:
         return False
     if row[CREATED_AT] < tx.stamp:
@@ -311,10 +316,12 @@ def _delete_where(
 ) -> tuple[int, set[tuple[Any, ...]]]:
     keys = key_columns(table)
     gone: set[tuple[Any, ...]] = set()
-    mine = _backend.written_here(table, tx.stamp, tx.dialect)
-    for row in execute(conn, delete(table).where(where, current(table), mine)
-                       .returning(*keys)).mappings():
-        gone.add(key_of(row, table))
+    if table in tx.written:
+        mine = _backend.written_here(table, tx.stamp, tx.dialect)
+        for row in execute(conn, delete(table).where(where, current(table), mine)
+                           .returning(*keys)).mappings():
+            gone.add(key_of(row, table))
+    tx.written.add(table)
     for _ in range(_PASSES):
         stmt = (update(table).where(where, current(table), table.c[CREATED_AT] < tx.stamp)
                 .values(period_values(table, tx.stamp)).returning(*keys))

@@ -35,6 +35,7 @@ session rolls back, nothing half-done can be committed.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,7 +57,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.orm import Mapper, Session, object_mapper
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import ColumnProperty, Mapper, Session, object_mapper
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
@@ -87,6 +89,7 @@ class _Tx:
     dialect: str
     pending: dict[Table, list[_Change]] = field(default_factory=dict)
     next_id: dict[Table, int] = field(default_factory=dict)
+    written: set[Table] = field(default_factory=set)  # tables this transaction versioned
 
 
 _transactions: weakref.WeakKeyDictionary[Any, _Tx] = weakref.WeakKeyDictionary()
@@ -145,6 +148,35 @@ def key_in(table: Table, keys: Sequence[Key]) -> ColumnElement[bool]:
     if len(cols) == 1:
         return cols[0].in_([k[0] for k in keys])
     return tuple_(*cols).in_(keys)
+
+
+def matching(
+    table: Table, keys: Sequence[Key], dialect: str, *, with_created_at: bool = False
+) -> Iterator[ColumnElement[bool]]:
+    """Predicates selecting rows by key (and created_at), a few per call.
+
+    PostgreSQL gets one ``IN (SELECT ... FROM unnest(arrays))`` whatever the
+    number of keys: two bind parameters, one cached plan, a hash join. SQLite
+    gets plain ``IN`` lists in chunks below its variable limit.
+    """
+    cols = key_columns(table) + ([table.c[CREATED_AT]] if with_created_at else [])
+    if not keys:
+        return
+    if dialect == "postgresql":
+        arrays = [bindparam(None, [k[i] for k in keys], type_=postgresql.ARRAY(c.type))
+                  for i, c in enumerate(cols)]
+        names = [f"k{i}" for i in range(len(cols))]
+        source = func.unnest(*arrays).table_valued(*names).render_derived()
+        if len(cols) == 1:
+            yield cols[0].in_(select(source.c[names[0]]))
+        else:
+            yield tuple_(*cols).in_(select(*(source.c[n] for n in names)))
+        return
+    for chunk in _chunks(keys):
+        if len(cols) == 1:
+            yield cols[0].in_([k[0] for k in chunk])
+        else:
+            yield tuple_(*cols).in_(chunk)
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
@@ -222,8 +254,8 @@ def expire_versions(
             return
         retry = _diagnose(conn, table, left, tx, "delete", read)
         own = [k for k in left if k not in retry]
-        for chunk in _chunks(own):
-            execute(conn, delete(table).where(key_in(table, chunk), current(table),
+        for selection in matching(table, own, tx.dialect):
+            execute(conn, delete(table).where(selection, current(table),
                                               table.c[CREATED_AT] == tx.stamp))
         remaining = list(retry)
         if not remaining:
@@ -239,9 +271,9 @@ def _expire(
     returned = list(table.c) if returning_all else key_columns(table)
     versioned = [(*k, read[k]) for k in keys if k in read]
     unread = [k for k in keys if k not in read]
-    selections = [key_in(table, chunk) for chunk in _chunks(unread)]
-    with_period = [*key_columns(table), table.c[CREATED_AT]]
-    selections += [tuple_(*with_period).in_(chunk) for chunk in _chunks(versioned)]
+    selections = [*matching(table, unread, tx.dialect),
+                  *matching(table, versioned, tx.dialect, with_created_at=True)]
+    tx.written.add(table)
     rows: dict[Key, dict[str, Any]] = {}
     for selection in selections:
         stmt = (
@@ -266,9 +298,9 @@ def _diagnose(
     """
     mine = _backend.written_here(table, tx.stamp, tx.dialect).label("mine")
     found: dict[Key, tuple[datetime, bool]] = {}
-    for chunk in _chunks(list(keys)):
+    for selection in matching(table, list(keys), tx.dialect):
         stmt = select(*key_columns(table), table.c[CREATED_AT], mine).where(
-            key_in(table, chunk), current(table)
+            selection, current(table)
         )
         for row in execute(conn, stmt).mappings():
             found[key_of(row, table)] = (row[CREATED_AT], bool(row["mine"]))
@@ -415,6 +447,7 @@ def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> 
     tx = transaction_state(connection)
     table = mapper.local_table
     assert isinstance(table, Table)
+    tx.written.add(table)
     target.created_at = tx.stamp
     target.expired_at = None
     generated = needs_generated_id(table, tx.dialect)
@@ -434,11 +467,14 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
     assert isinstance(table, Table)
     values: dict[str, Any] = {}
     attrs: dict[str, str] = {}
-    for prop in mapper.column_attrs:
+    for attr_key in _compat.modified_attribute_keys(state):
+        prop = mapper.attrs.get(attr_key)
+        if not isinstance(prop, ColumnProperty):
+            continue
         column = prop.columns[0]
         if not isinstance(column, Column) or column.table is not table:
             continue
-        if not state.attrs[prop.key].history.has_changes():
+        if not state.attrs[attr_key].history.has_changes():
             continue
         _refuse_slice(state, "change")
         if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
@@ -471,6 +507,7 @@ def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> N
     by_key = {c.key: c for c in batch}
     read = {c.key: c.read for c in batch if c.read is not None}
     written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read)
+    onupdate = [c for c in table.c if c.onupdate is not None]
     for key, change in by_key.items():
         row = written.get(key)
         if row is None:
@@ -479,8 +516,8 @@ def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> N
         if obj is None:
             continue
         set_committed_value(obj, CREATED_AT, tx.stamp)
-        for col in table.c:
-            if col.onupdate is not None and col.name not in change.values:
+        for col in onupdate:
+            if col.name not in change.values:
                 prop = mapper.get_property_by_column(col)
                 if getattr(col.onupdate, "is_clause_element", False):
                     _compat.expire_attributes(change.state, [prop.key])
@@ -499,8 +536,10 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, target: Any) -> 
 @event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     for obj in session.dirty:
-        if session.is_modified(obj, include_collections=False):
-            _refuse_slice(instance_state(obj), "change")
+        state = instance_state(obj)
+        if state.key is not None and is_slice_token(state.key[2]) and \
+                session.is_modified(obj, include_collections=False):
+            _refuse_slice(state, "change")
     _promote_orphans(session)
     doomed: dict[Mapper[Any], list[Any]] = defaultdict(list)
     for obj in session.deleted:
@@ -523,13 +562,16 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     _compat.mark_deleted(session, [instance_state(o) for objs in doomed.values() for o in objs])
 
 
+@functools.cache
+def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
+    return tuple(rel for rel in mapper.relationships
+                 if rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table))
+
+
 def _promote_orphans(session: Session) -> None:
     """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
     for obj in list(session.dirty) + list(session.new):
-        mapper = object_mapper(obj)
-        for rel in mapper.relationships:
-            if not (rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table)):
-                continue
+        for rel in _orphaning_relationships(object_mapper(obj)):
             history = instance_state(obj).attrs[rel.key].history
             for child in history.deleted or ():
                 state = instance_state(child)
