@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.base import NO_VALUE as _NO_VALUE
 from sqlalchemy.orm.state import InstanceState
 
 _installed = False
@@ -75,9 +76,17 @@ def is_orphan(mapper: Mapper[Any], state: InstanceState[Any]) -> bool:
     return bool(mapper._is_orphan(state))
 
 
-def modified_attribute_keys(state: InstanceState[Any]) -> list[str]:
-    """Keys of attributes changed since load (the ORM's own change bookkeeping)."""
-    return list(state.committed_state)
+NO_VALUE = _NO_VALUE
+"""The committed value of an attribute changed before it was ever loaded."""
+
+
+def modified_attributes(state: InstanceState[Any]) -> list[tuple[str, Any]]:
+    """(key, value before the change) of attributes changed since load.
+
+    The ORM's own change bookkeeping; the old value is NO_VALUE when the
+    attribute was set without being loaded first.
+    """
+    return list(state.committed_state.items())
 
 
 def mark_deleted(session: Session, states: list[InstanceState[Any]]) -> None:
