@@ -47,22 +47,27 @@ from sqlalchemy import (
     Column,
     Connection,
     Table,
+    and_,
     bindparam,
+    column,
     delete,
     event,
     exc,
     func,
     insert,
+    literal,
+    null,
     select,
     tuple_,
     update,
 )
+from sqlalchemy import values as values_clause
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql import sqltypes
 from sqlalchemy.orm import Mapper, Session, object_mapper
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ColumnElement
 
 from temporal import _backend, _compat
@@ -180,23 +185,58 @@ def matching(
             yield tuple_(*cols).in_(chunk)
 
 
-def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]], dialect: str) -> None:
-    """Insert many complete rows at once.
+def _insert_next_versions(
+    conn: Connection, table: Table, olds: dict[Key, tuple[datetime, dict[str, Any]]], tx: _Tx
+) -> None:
+    """Insert the next version of each key: its just-expired row with new values.
 
-    On PostgreSQL one ``INSERT ... SELECT FROM unnest(one array per column)``
-    is several times faster than an executemany; array-typed columns (which
-    unnest would flatten) fall back to the executemany.
+    Built in SQL (``INSERT ... SELECT`` from the expired rows joined with the
+    new values), so columns that did not change never leave the database.
+    Keys are grouped by the set of columns they change.
     """
-    if dialect != "postgresql" or any(
-        isinstance(c.type, sqltypes.ARRAY) for c in table.c
-    ):
-        execute(conn, insert(table), rows)
+    groups: dict[tuple[str, ...], list[Key]] = defaultdict(list)
+    for key, (_, changed) in olds.items():
+        groups[tuple(sorted(changed))].append(key)
+    match = [*key_columns(table), table.c[CREATED_AT]]
+    for names, group in groups.items():
+        columns = [*match, *(table.c[n] for n in names)]
+        rows = [(*key, olds[key][0], *(olds[key][1][n] for n in names)) for key in group]
+        for source in _row_sources(columns, rows, tx.dialect):
+            new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
+            chosen: list[Any] = []
+            for col in table.c:
+                if col.name == CREATED_AT:
+                    chosen.append(literal(tx.stamp, col.type))
+                elif col.name == EXPIRED_AT:
+                    chosen.append(null())
+                else:
+                    chosen.append(new_value.get(col.name, col))
+            on = and_(*(c == source.c[f"s{i}"] for i, c in enumerate(match)))
+            rows_from = select(*chosen).select_from(table.join(source, on)).where(
+                table.c[EXPIRED_AT] == tx.stamp)
+            execute(conn, insert(table).from_select([c.name for c in table.c], rows_from))
+
+
+def _row_sources(
+    columns: list[Column[Any]], rows: list[tuple[Any, ...]], dialect: str
+) -> Iterator[Any]:
+    """``rows`` as a FROM-able source with columns s0, s1, ... typed like ``columns``.
+
+    PostgreSQL: one ``unnest`` of one array per column (a bind per column, one
+    cached plan); array-typed columns (which unnest would flatten) and SQLite
+    get ``VALUES`` lists, in chunks below the bind-parameter limits.
+    """
+    names = [f"s{i}" for i in range(len(columns))]
+    if dialect == "postgresql" and not any(isinstance(c.type, sqltypes.ARRAY) for c in columns):
+        arrays = [bindparam(None, [r[i] for r in rows], type_=postgresql.ARRAY(c.type))
+                  for i, c in enumerate(columns)]
+        yield func.unnest(*arrays).table_valued(*names).render_derived(name="temporal_next")
         return
-    names = [c.name for c in table.c]
-    arrays = [bindparam(None, [r[c.name] for r in rows], type_=postgresql.ARRAY(c.type))
-              for c in table.c]
-    source = func.unnest(*arrays).table_valued(*names).render_derived()
-    execute(conn, insert(table).from_select(names, select(*(source.c[n] for n in names))))
+    per_chunk = max(1, 30000 // len(columns))
+    for i in range(0, len(rows), per_chunk):
+        # A CTE, because SQLite cannot name the columns of a VALUES alias.
+        yield values_clause(*(column(n, c.type) for n, c in zip(names, columns, strict=True)),
+                            name="temporal_next").data(rows[i : i + per_chunk]).cte()
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
@@ -232,25 +272,30 @@ def write_versions(
     read = read or {}
     remaining = dict(changes)
     written: dict[Key, dict[str, Any]] = {}
+    changed_names = sorted({name for values in changes.values() for name in values})
+    onupdate = [c for c in table.c if c.onupdate is not None]
     for _ in range(_PASSES):
-        old_rows = _expire(conn, table, list(remaining), tx, read)
-        fresh, unchanged = [], []
+        old_rows = _expire(conn, table, list(remaining), tx, read,
+                           returning=[table.c[n] for n in changed_names])
+        fresh: dict[Key, tuple[datetime, dict[str, Any]]] = {}
+        unchanged = []
         for key, old in old_rows.items():
-            new = {**old, **remaining.pop(key)}
-            if all(_same(old[name], new[name]) for name in changes[key]):
+            values = remaining.pop(key)
+            if all(_same(old[name], value) for name, value in values.items()):
                 unchanged.append((*key, old[CREATED_AT]))
                 continue
-            new.update(_onupdate_values(table, changes[key]), created_at=tx.stamp, expired_at=None)
-            fresh.append(new)
-            written[key] = new
+            if onupdate:
+                values = {**values, **_onupdate_values(onupdate, values)}
+            fresh[key] = (old[CREATED_AT], values)
+            written[key] = values
         if unchanged:
             _restore(conn, table, unchanged, tx)
         if fresh:
-            insert_rows(conn, table, fresh, tx.dialect)
+            _insert_next_versions(conn, table, fresh, tx)
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update", read)
-        in_place = {k: {**v, **_onupdate_values(table, v)}
+        in_place = {k: {**v, **_onupdate_values(onupdate, v)}
                     for k, v in remaining.items() if k not in retry}
         if in_place:
             written.update(_update_in_place(conn, table, in_place, tx))
@@ -268,7 +313,7 @@ def expire_versions(
     read = read or {}
     remaining = list(keys)
     for _ in range(_PASSES):
-        expired = _expire(conn, table, remaining, tx, read, returning_all=False)
+        expired = _expire(conn, table, remaining, tx, read)
         left: dict[Key, Any] = {k: {} for k in remaining if k not in expired}
         if not left:
             return
@@ -285,10 +330,13 @@ def expire_versions(
 
 def _expire(
     conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, read: dict[Key, datetime],
-    *, returning_all: bool = True,
+    *, returning: Sequence[Column[Any]] = (),
 ) -> dict[Key, dict[str, Any]]:
-    """Expire the current versions of ``keys`` (only the version ``read`` names, if any)."""
-    returned = list(table.c) if returning_all else key_columns(table)
+    """Expire the current versions of ``keys`` (only the version ``read`` names, if any).
+
+    Returns, per expired key, its ``created_at`` and the ``returning`` columns.
+    """
+    returned = [*key_columns(table), table.c[CREATED_AT], *returning]
     versioned = [(*k, read[k]) for k in keys if k in read]
     unread = [k for k in keys if k not in read]
     selections = [*matching(table, unread, tx.dialect),
@@ -384,10 +432,10 @@ def _restore(conn: Connection, table: Table, versions: list[tuple[Any, ...]], tx
                 .values(period_values(table, None)))
 
 
-def _onupdate_values(table: Table, changed: dict[str, Any]) -> dict[str, Any]:
+def _onupdate_values(columns: list[Column[Any]], changed: dict[str, Any]) -> dict[str, Any]:
     """Values of ``onupdate=`` defaults for columns the change did not set."""
     out: dict[str, Any] = {}
-    for col in table.c:
+    for col in columns:
         default = col.onupdate
         if default is None or col.name in changed:
             continue
