@@ -157,15 +157,15 @@ def key_in(table: Table, keys: Sequence[Key]) -> ColumnElement[bool]:
 
 
 def matching(
-    table: Table, keys: Sequence[Key], dialect: str, *, with_created_at: bool = False
+    table: Table, keys: Sequence[Key], dialect: str
 ) -> Iterator[ColumnElement[bool]]:
-    """Predicates selecting rows by key (and created_at), a few per call.
+    """Predicates selecting rows by key, a few per call.
 
     PostgreSQL gets one ``IN (SELECT ... FROM unnest(arrays))`` whatever the
     number of keys: two bind parameters, one cached plan, a hash join. SQLite
     gets plain ``IN`` lists in chunks below its variable limit.
     """
-    cols = key_columns(table) + ([table.c[CREATED_AT]] if with_created_at else [])
+    cols = key_columns(table)
     if not keys:
         return
     if dialect == "postgresql":
@@ -186,7 +186,7 @@ def matching(
 
 
 def _insert_next_versions(
-    conn: Connection, table: Table, olds: dict[Key, tuple[datetime, dict[str, Any]]], tx: _Tx
+    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx
 ) -> None:
     """Insert the next version of each key: its just-expired row with new values.
 
@@ -195,12 +195,14 @@ def _insert_next_versions(
     Keys are grouped by the set of columns they change.
     """
     groups: dict[tuple[str, ...], list[Key]] = defaultdict(list)
-    for key, (_, changed) in olds.items():
+    for key, changed in olds.items():
         groups[tuple(sorted(changed))].append(key)
-    match = [*key_columns(table), table.c[CREATED_AT]]
+    # Within one transaction a key has exactly one row that was current before
+    # the stamp and expired at it: the one just expired.
+    match = key_columns(table)
     for names, group in groups.items():
         columns = [*match, *(table.c[n] for n in names)]
-        rows = [(*key, olds[key][0], *(olds[key][1][n] for n in names)) for key in group]
+        rows = [(*key, *(olds[key][n] for n in names)) for key in group]
         for source in _row_sources(columns, rows, tx.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
             chosen: list[Any] = []
@@ -213,7 +215,7 @@ def _insert_next_versions(
                     chosen.append(new_value.get(col.name, col))
             on = and_(*(c == source.c[f"s{i}"] for i, c in enumerate(match)))
             rows_from = select(*chosen).select_from(table.join(source, on)).where(
-                table.c[EXPIRED_AT] == tx.stamp)
+                table.c[EXPIRED_AT] == tx.stamp, table.c[CREATED_AT] < tx.stamp)
             execute(conn, insert(table).from_select([c.name for c in table.c], rows_from))
 
 
@@ -277,7 +279,7 @@ def write_versions(
     for _ in range(_PASSES):
         old_rows = _expire(conn, table, list(remaining), tx, read,
                            returning=[table.c[n] for n in changed_names])
-        fresh: dict[Key, tuple[datetime, dict[str, Any]]] = {}
+        fresh: dict[Key, dict[str, Any]] = {}
         unchanged = []
         for key, old in old_rows.items():
             values = remaining.pop(key)
@@ -286,7 +288,7 @@ def write_versions(
                 continue
             if onupdate:
                 values = {**values, **_onupdate_values(onupdate, values)}
-            fresh[key] = (old[CREATED_AT], values)
+            fresh[key] = values
             written[key] = values
         if unchanged:
             _restore(conn, table, unchanged, tx)
@@ -332,18 +334,15 @@ def _expire(
     conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, read: dict[Key, datetime],
     *, returning: Sequence[Column[Any]] = (),
 ) -> dict[Key, dict[str, Any]]:
-    """Expire the current versions of ``keys`` (only the version ``read`` names, if any).
+    """Expire the current versions of ``keys``; each must be the version ``read`` names, if any.
 
     Returns, per expired key, its ``created_at`` and the ``returning`` columns.
+    ``read`` is only given by the unit of work, whose flush rolls back on error.
     """
     returned = [*key_columns(table), table.c[CREATED_AT], *returning]
-    versioned = [(*k, read[k]) for k in keys if k in read]
-    unread = [k for k in keys if k not in read]
-    selections = [*matching(table, unread, tx.dialect),
-                  *matching(table, versioned, tx.dialect, with_created_at=True)]
     tx.written.add(table)
     rows: dict[Key, dict[str, Any]] = {}
-    for selection in selections:
+    for selection in matching(table, keys, tx.dialect):
         stmt = (
             update(table)
             .where(selection, current(table), table.c[CREATED_AT] < tx.stamp)
@@ -352,6 +351,15 @@ def _expire(
         )
         for row in execute(conn, stmt).mappings():
             rows[key_of(row, table)] = dict(row)
+    for key, row in rows.items():
+        # Checked after the fact: raising here fails the flush, which rolls
+        # back everything it wrote, this UPDATE included.
+        if key in read and row[CREATED_AT] != read[key]:
+            raise ConflictError(
+                f"cannot change {table.name} {_show(key)}: it changed since it was read "
+                f"(read the version from {read[key].isoformat()}, a concurrent transaction "
+                f"wrote one from {row[CREATED_AT].isoformat()}); roll back and retry"
+            )
     return rows
 
 
