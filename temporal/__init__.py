@@ -7,9 +7,8 @@ becomes a version with ``created_at`` / ``expired_at``; read any moment with
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewriting)
+from temporal._version import VERSION
 from temporal.errors import (
     ConflictError,
     InvalidTimeError,
@@ -17,29 +16,35 @@ from temporal.errors import (
     TemporalError,
     UnsupportedError,
 )
+from temporal.export import ExportError, VerifyReport, export, load, verify
+from temporal.manifest import Manifest, ManifestError
 from temporal.model import Temporal
 from temporal.query import as_of, history, period_predicate, valid_at, versions
 from temporal.types import UTCDateTime
 from temporal.versioning import transaction_time
 
-try:
-    __version__ = version("temporal")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = VERSION
 
 __all__ = [
     "ConflictError",
+    "ExportError",
     "InvalidTimeError",
+    "Manifest",
+    "ManifestError",
     "ReadOnlyError",
     "Temporal",
     "TemporalError",
     "UTCDateTime",
     "UnsupportedError",
+    "VerifyReport",
     "__version__",
     "as_of",
+    "export",
     "history",
+    "load",
     "period_predicate",
     "transaction_time",
     "valid_at",
+    "verify",
     "versions",
 ]

@@ -93,6 +93,23 @@ _PG_STAMP = text(
 )
 
 
+def hold_sqlite_write_lock(conn: Connection, wait: float) -> None:
+    """SQLite: take the write lock in this transaction (waiting up to ``wait`` s).
+
+    Every writer holds that lock from its stamp to its commit, so once we have
+    it no transaction with an earlier stamp is still open.
+    """
+    conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {SQLITE_CLOCK_TABLE} "
+        "(id INTEGER PRIMARY KEY CHECK (id = 1), stamp INTEGER NOT NULL)"
+    )
+    conn.exec_driver_sql(
+        f"INSERT INTO {SQLITE_CLOCK_TABLE} (id, stamp) VALUES (1, 0) "
+        "ON CONFLICT (id) DO UPDATE SET stamp = stamp"
+    )
+
+
 def database_now(conn: Connection) -> datetime:
     """The database's idea of now (PostgreSQL), or the library clock (SQLite)."""
     if dialect_name(conn) == "postgresql":

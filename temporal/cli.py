@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-import temporal
+from temporal._version import VERSION
 from temporal.errors import TemporalError
 
 DEFAULT_URL = "sqlite:///temporal.db"
@@ -42,7 +42,7 @@ def database_url(url: str | None) -> str:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"temporal {temporal.__version__}")
+        typer.echo(f"temporal {VERSION}")
         raise typer.Exit()
 
 
@@ -59,7 +59,7 @@ def version_command() -> None:
     """Show the library, SQLAlchemy and Python versions."""
     import sqlalchemy
 
-    typer.echo(f"temporal {temporal.__version__} (SQLAlchemy {sqlalchemy.__version__}, "
+    typer.echo(f"temporal {VERSION} (SQLAlchemy {sqlalchemy.__version__}, "
                f"Python {sys.version.split()[0]})")
 
 

@@ -1,0 +1,226 @@
+"""The export manifest and the canonical encoding behind its content digest.
+
+An export is only as trustworthy as its description. ``manifest.json`` says
+what was exported (``as_of``, the tables or query, the format and the exact
+writer settings, the schema, the ordering key), lists every data file with its
+row count, size and sha256, and carries a **content digest**: a sha256 over a
+canonical, format-free encoding of the rows, so the same data gives the same
+digest whether it was written as CSV, JSON lines or Parquet. A last key,
+``manifest_sha256``, checksums the manifest itself.
+
+The manifest holds no wall-clock time and no connection URL: exporting the
+same ``as_of`` again gives the same manifest, byte for byte, and never a
+password.
+
+Canonical values: NULL is JSON ``null`` (distinct from the empty string);
+timestamps are ISO-8601 with microseconds (``Z`` when timezone-aware, always
+UTC); floats are the shortest text that round-trips, with ``NaN``,
+``Infinity`` and ``-Infinity`` spelled out; decimals keep their scale; bytes
+are hex; JSON documents are re-serialized with sorted keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporal.errors import TemporalError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class ManifestError(TemporalError):
+    """A manifest or export that cannot be read or does not check out."""
+
+
+def canonical(value: Any) -> Any:
+    """The canonical, format-free form of one value: a string, or None for NULL."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return f"{value.total_seconds():.6f}s"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          default=canonical)
+    return str(value)
+
+
+def canonical_row(row: tuple[Any, ...]) -> bytes:
+    """One row's bytes in the content digest: a compact JSON array of canonical values."""
+    return json.dumps([canonical(v) for v in row], ensure_ascii=False,
+                      separators=(",", ":")).encode() + b"\n"
+
+
+@dataclass
+class FileEntry:
+    path: str  # relative to the manifest
+    table: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    """What an export wrote; ``to_json()`` is the manifest file's content."""
+
+    as_of: str
+    format: str
+    writer: dict[str, Any]
+    tables: list[str]
+    query: str | None
+    schema: dict[str, list[dict[str, str]]]
+    order_by: dict[str, list[str]]
+    files: list[FileEntry]
+    content_digest: dict[str, str]
+    library: dict[str, str]
+    database: dict[str, str]
+    settings: dict[str, str]
+    path: Path | None = field(default=None, compare=False)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "as_of": self.as_of,
+            "tables": self.tables,
+            "query": self.query,
+            "format": self.format,
+            "writer": self.writer,
+            "schema": self.schema,
+            "order_by": self.order_by,
+            "files": [vars(f) for f in self.files],
+            "content_digest": self.content_digest,
+            "library": self.library,
+            "database": self.database,
+            "settings": self.settings,
+        }
+
+    def to_json(self) -> str:
+        body = self.body()
+        body["manifest_sha256"] = _self_checksum(body)
+        return json.dumps(body, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    def write(self, out_dir: Path) -> Path:
+        """Write ``manifest.json`` atomically (a crashed export never leaves one)."""
+        target = out_dir / MANIFEST_NAME
+        temporary = out_dir / f".{MANIFEST_NAME}.tmp"
+        temporary.write_text(self.to_json(), encoding="utf-8")
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        self.path = target
+        return target
+
+
+def _self_checksum(body: dict[str, Any]) -> str:
+    encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Load and self-check a manifest; ManifestError says what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"no manifest at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"{path} is not a readable manifest ({error})") from None
+    if not isinstance(body, dict) or "manifest_sha256" not in body:
+        raise ManifestError(f"{path} is not a temporal manifest (no manifest_sha256)")
+    claimed = body.pop("manifest_sha256")
+    if _self_checksum(body) != claimed:
+        raise ManifestError(f"{path} was modified after it was written (its checksum differs)")
+    if body.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"{path} has format_version {body.get('format_version')!r}; "
+                            f"this library reads {FORMAT_VERSION}")
+    try:
+        return Manifest(
+            as_of=body["as_of"], format=body["format"], writer=body["writer"],
+            tables=body["tables"], query=body["query"], schema=body["schema"],
+            order_by=body["order_by"], files=[FileEntry(**f) for f in body["files"]],
+            content_digest=body["content_digest"], library=body["library"],
+            database=body["database"], settings=body["settings"], path=path,
+        )
+    except (KeyError, TypeError) as error:
+        raise ManifestError(f"{path} is missing or mangles a key ({error})") from None
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "temporal export manifest",
+    "type": "object",
+    "required": ["format_version", "as_of", "tables", "query", "format", "writer", "schema",
+                 "order_by", "files", "content_digest", "library", "database", "settings",
+                 "manifest_sha256"],
+    "properties": {
+        "format_version": {"const": FORMAT_VERSION},
+        "as_of": {"type": "string", "description": "ISO-8601 UTC, microseconds, Z"},
+        "tables": {"type": "array", "items": {"type": "string"}},
+        "query": {"type": ["string", "null"]},
+        "format": {"enum": ["csv", "jsonl", "parquet"]},
+        "writer": {"type": "object"},
+        "schema": {"type": "object", "additionalProperties": {
+            "type": "array", "items": {"type": "object", "required": ["name", "type"]}}},
+        "order_by": {"type": "object",
+                     "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "files": {"type": "array", "items": {
+            "type": "object", "required": ["path", "table", "rows", "bytes", "sha256"],
+            "properties": {"path": {"type": "string"}, "table": {"type": "string"},
+                           "rows": {"type": "integer"}, "bytes": {"type": "integer"},
+                           "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}},
+        "content_digest": {"type": "object", "description":
+                           "sha256 of the canonical rows, per table and 'all'"},
+        "library": {"type": "object"},
+        "database": {"type": "object", "description": "dialect and server version; no URL"},
+        "settings": {"type": "object", "description": "session settings pinned for the read"},
+        "manifest_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    },
+}
