@@ -171,14 +171,19 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float) -> _Snapshot:
 
 def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
     """PostgreSQL: wait until no transaction in flight could still commit a version <= at."""
+    # Every transaction holding an xid holds a lock on it (pg_locks needs no
+    # special privilege). One that began after ``at`` cannot stamp <= at; one
+    # whose start we cannot see (another role, a prepared transaction) might.
     in_doubt = text(
-        "SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x "
-        "WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
-        "  WHERE a.backend_xid::text = (x::text::bigint % 4294967296)::text "
-        "  AND a.xact_start > :at)"
+        "SELECT l.transactionid::text FROM pg_locks l "
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted "
+        "AND (l.pid IS NULL OR l.pid <> pg_backend_pid()) "
+        "AND (a.xact_start IS NULL OR a.xact_start <= :at)"
     )
-    still = text("SELECT count(*) FROM unnest(CAST(:xids AS xid8[])) AS x "
-                 "WHERE pg_xact_status(x) = 'in progress'")
+    still = text("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' "
+                 "AND mode = 'ExclusiveLock' AND granted "
+                 "AND transactionid::text = ANY(CAST(:xids AS text[]))")
     xids = [row[0] for row in conn.execute(in_doubt, {"at": at})]
     conn.commit()
     deadline = time.monotonic() + wait
@@ -461,18 +466,21 @@ def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None)
     paths = [loaded.path.parent / f.path for f in loaded.files if f.table == name]
     if not paths:
         raise ExportError(f"the export holds no table {name!r}")
-    if as_ == "pandas":
-        import pandas as pd
-
-        frames = [pd.read_csv(p, keep_default_na=False, na_values={""})
-                  if loaded.format == "csv" else pd.read_json(p, lines=True) for p in paths]
-        return pd.concat(frames, ignore_index=True)
-    if as_ == "pyarrow":
+    if as_ not in ("pandas", "pyarrow"):
+        raise ExportError(f"as_ must be 'pandas' or 'pyarrow', not {as_!r}")
+    try:
         import pyarrow as pa
         import pyarrow.csv as pacsv
         import pyarrow.json as pajson
-
-        read = pacsv.read_csv if loaded.format == "csv" else pajson.read_json
-        return pa.concat_tables([read(p) for p in paths])
-    raise ExportError(f"as_ must be 'pandas' or 'pyarrow', not {as_!r}")
+    except ImportError:
+        raise ExportError("loading exports needs pyarrow: pip install 'temporal[parquet]'"
+                          ) from None
+    if loaded.format == "csv":
+        # An unquoted empty field is NULL; a quoted one ("") is the empty string.
+        options = pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
+        parts = [pacsv.read_csv(p, convert_options=options) for p in paths]
+    else:
+        parts = [pajson.read_json(p) for p in paths]
+    table_data = pa.concat_tables(parts)
+    return table_data.to_pandas() if as_ == "pandas" else table_data
 

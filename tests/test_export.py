@@ -1,0 +1,258 @@
+"""Exports as of a moment: byte-identical re-exports, manifests, verify, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, delete, insert, text, update
+from sqlalchemy.orm import Session
+
+from temporal import (
+    ExportError,
+    InvalidTimeError,
+    ManifestError,
+    export,
+    load,
+    transaction_time,
+    verify,
+)
+from tests.models import Base, Customer, Line
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Engine]:
+    Base.metadata.create_all(engine)
+    yield engine
+
+
+@pytest.fixture
+def moment(db: Engine) -> datetime:
+    """Some history; returns a moment in the middle of it."""
+    with Session(db) as s, s.begin():
+        s.add_all([
+            Customer(id=1, name='Ada "the first"', email="", score=0.1 + 0.2),
+            Customer(id=2, name="Bob, Jr.", email=None, score=float("nan")),
+            Customer(id=3, name="Zoë\nnewline", score=float("inf")),
+        ])
+        s.add_all([Line(order_no="A", line_no=n, sku=f"s{n}", qty=n) for n in (2, 1)])
+    with Session(db) as s, s.begin():
+        s.get(Customer, 1).tier = "gold"
+        t = transaction_time(s)
+    return t
+
+
+def change_everything(db: Engine) -> None:
+    with Session(db) as s, s.begin():
+        s.execute(update(Customer).values(tier="platinum"))
+        s.execute(delete(Customer).where(Customer.id == 2))
+        s.execute(insert(Customer), [{"id": 9, "name": "late"}])
+        s.execute(delete(Line).where(Line.line_no == 1))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_re_export_after_later_changes_is_byte_identical(
+    db: Engine, moment: datetime, tmp_path: Path, fmt: str
+) -> None:
+    first = export(db, tmp_path / "a", as_of=moment, tables=["customers", "lines"], format=fmt)
+    change_everything(db)
+    second = export(db, tmp_path / "b", as_of=moment, tables=["customers", "lines"], format=fmt)
+    assert first.rows == second.rows == 5
+    a, b = tmp_path / "a", tmp_path / "b"
+    for entry in first.files:
+        assert (a / entry.path).read_bytes() == (b / entry.path).read_bytes()
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+
+
+def test_manifest_checksums_are_the_files_real_sha256(
+    db: Engine, moment: datetime, tmp_path: Path
+) -> None:
+    tmp_path = tmp_path / "out"
+    manifest = export(db, tmp_path, as_of=moment, tables=["customers"], rows_per_file=2)
+    assert [f.rows for f in manifest.files] == [2, 1]  # split into parts
+    for entry in manifest.files:
+        data = (tmp_path / entry.path).read_bytes()
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
+        assert entry.bytes == len(data)
+    body = json.loads((tmp_path / "manifest.json").read_text())
+    assert body["as_of"].endswith("Z") and body["order_by"]["customers"][0] == "id"
+    assert "password" not in json.dumps(body) and "://" not in json.dumps(body)
+
+
+def test_content_digest_is_independent_of_format(
+    db: Engine, moment: datetime, tmp_path: Path
+) -> None:
+    csv_export = export(db, tmp_path / "csv", as_of=moment, tables=["customers"])
+    json_export = export(db, tmp_path / "json", as_of=moment, tables=["customers"],
+                         format="jsonl")
+    assert csv_export.content_digest == json_export.content_digest
+
+
+def test_values_are_encoded_canonically(db: Engine, moment: datetime, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "out"
+    export(db, tmp_path, as_of=moment, tables=["customers"])
+    lines = (tmp_path / "customers/part-00000.csv").read_text().splitlines()
+    assert lines[0] == '"id","name","tier","email","score","status","revision_note","region_id"'
+    assert lines[1].startswith('"1","Ada ""the first""","gold","","0.30000000000000004"')
+    # NULL email: an empty, unquoted field; NaN is kept (SQLite itself stores NaN as NULL)
+    score = '"NaN"' if db.dialect.name == "postgresql" else ""
+    assert lines[2] == f'"2","Bob, Jr.","basic",,{score},"active","created",'
+    raw = (tmp_path / "customers/part-00000.csv").read_text()
+    assert '"3","Zoë\nnewline","basic",,"Infinity"' in raw  # a newline stays inside quotes
+    export(db, tmp_path / "j", as_of=moment, tables=["customers"], format="jsonl")
+    first = json.loads((tmp_path / "j/customers/part-00000.jsonl").read_text().splitlines()[0])
+    assert first["email"] == "" and first["region_id"] is None and first["score"] == 0.1 + 0.2
+
+
+def test_as_of_reads_the_right_versions(db: Engine, moment: datetime, tmp_path: Path) -> None:
+    before = moment - timedelta(microseconds=1)
+    export(db, tmp_path / "before", as_of=before, tables=["customers"])
+    export(db, tmp_path / "at", as_of=moment, tables=["customers"])
+    part = "customers/part-00000.csv"
+    assert '"1","Ada ""the first""","basic"' in (tmp_path / "before" / part).read_text()
+    assert '"1","Ada ""the first""","gold"' in (tmp_path / "at" / part).read_text()
+
+
+def test_verify_passes_then_catches_every_kind_of_tampering(
+    db: Engine, moment: datetime, tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    manifest = export(db, out, as_of=moment, tables=["customers", "lines"])
+    report = verify(out / "manifest.json", db)
+    assert report.ok and report.files_checked == len(manifest.files) and report.database_checked
+
+    part = out / manifest.files[0].path
+    original = part.read_bytes()
+    part.write_bytes(original[:-2] + bytes([original[-2] ^ 1]) + original[-1:])  # flip a bit
+    report = verify(out)
+    assert not report.ok and "sha256 differs" in report.problems[0]
+    part.write_bytes(original)
+
+    part.unlink()
+    assert "missing" in verify(out).problems[0]
+    part.write_bytes(original)
+    assert verify(out).ok
+
+    manifest_text = (out / "manifest.json").read_text()
+    (out / "manifest.json").write_text(manifest_text[: len(manifest_text) // 2])
+    with pytest.raises(ManifestError, match="not a readable manifest"):
+        verify(out)
+    (out / "manifest.json").write_text(manifest_text.replace('"rows": 3', '"rows": 4'))
+    with pytest.raises(ManifestError, match="modified after it was written"):
+        verify(out)
+    (out / "manifest.json").write_text(manifest_text)
+
+    with db.begin() as conn:  # history edited behind the library's back
+        conn.execute(text("UPDATE customers SET name = 'forged' WHERE id = 3"))
+    report = verify(out, db)
+    assert not report.ok and "history was changed" in report.problems[0]
+    assert report.files_checked == len(manifest.files)  # the files themselves still match
+
+
+def test_load_verifies_then_reads(db: Engine, moment: datetime, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "out"
+    export(db, tmp_path, as_of=moment, tables=["customers"])
+    frame = load(tmp_path, as_="pandas")
+    assert list(frame["id"]) == [1, 2, 3]
+    assert frame.loc[0, "email"] == "" and frame["region_id"].isna().all()
+    (tmp_path / "customers/part-00000.csv").write_text("tampered")
+    with pytest.raises(ManifestError, match="does not verify"):
+        load(tmp_path)
+
+
+def test_bad_requests_are_refused_without_writing(
+    db: Engine, moment: datetime, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidTimeError, match="future"):
+        export(db, tmp_path / "f", as_of=datetime.now().astimezone() + timedelta(hours=1),
+               tables=["customers"])
+    with pytest.raises(InvalidTimeError, match="naive"):
+        export(db, tmp_path / "n", as_of=datetime(2026, 1, 1), tables=["customers"])
+    with pytest.raises(ExportError, match="no table named"):
+        export(db, tmp_path / "u", as_of=moment, tables=["nope"])
+    with pytest.raises(ExportError, match="no table named"):
+        export(db, tmp_path / "i", as_of=moment, tables=['customers"; DROP TABLE lines; --'])
+    with pytest.raises(ExportError, match="not temporal"):
+        export(db, tmp_path / "p", as_of=moment, tables=["regions"])
+    with pytest.raises(ExportError, match="unknown format"):
+        export(db, tmp_path / "x", as_of=moment, tables=["customers"], format="xml")
+    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir())
+                   for d in ("f", "n", "u", "i", "p", "x"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not empty"):
+        export(db, tmp_path / "full", as_of=moment, tables=["customers"])
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    with Session(db) as s:
+        assert s.get(Customer, 1).tier == "gold"  # nothing was touched
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM lines")).scalar_one() == 2
+
+
+@pytest.mark.postgres
+def test_export_waits_for_a_transaction_that_stamped_before_as_of(
+    pg_engine: Engine, tmp_path: Path
+) -> None:
+    Base.metadata.create_all(pg_engine)
+    writer = Session(pg_engine)
+    writer.add(Customer(id=1, name="late"))
+    writer.flush()  # stamped now, commits later
+    stamp = transaction_time(writer)
+    time.sleep(0.01)
+    as_of = stamp + timedelta(microseconds=1)
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(
+        export(pg_engine, tmp_path / "a", as_of=as_of, tables=["customers"], wait=10)))
+    worker.start()
+    time.sleep(0.3)
+    assert not done, "the export must wait for the open transaction"
+    writer.commit()
+    writer.close()
+    worker.join(10)
+    again = export(pg_engine, tmp_path / "b", as_of=as_of, tables=["customers"])
+    assert done and done[0].rows == again.rows == 1  # type: ignore[attr-defined]
+    with pytest.raises(ExportError, match="still open"):
+        blocker = Session(pg_engine)
+        blocker.add(Customer(id=2, name="slow"))
+        blocker.flush()
+        try:
+            export(pg_engine, tmp_path / "c", as_of=transaction_time(blocker), tables=["customers"],
+                   wait=0.2)
+        finally:
+            blocker.rollback()
+            blocker.close()
+
+
+@pytest.mark.postgres
+def test_commit_order_differs_from_start_order(pg_engine: Engine, tmp_path: Path) -> None:
+    """Insert 1, 2, 3 from three connections, commit 3, 2, 1; read as of each commit."""
+    Base.metadata.create_all(pg_engine)
+    sessions = [Session(pg_engine) for _ in range(3)]
+    stamps = []
+    for n, s in enumerate(sessions, start=1):
+        s.add(Customer(id=n, name=f"c{n}"))
+        s.flush()
+        stamps.append(transaction_time(s))
+    seen = {}
+    for n in (3, 2, 1):
+        sessions[n - 1].commit()
+        sessions[n - 1].close()
+        with pg_engine.connect() as conn:
+            commit_point = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        seen[n] = commit_point
+    outs = {}
+    for n, point in seen.items():
+        m = export(pg_engine, tmp_path / str(n), as_of=point, tables=["customers"])
+        outs[n] = m.rows
+    # Versions are stamped 1 < 2 < 3 and all committed before any export ran:
+    # as of any commit point, every row stamped at or before it is there.
+    assert outs == {3: 3, 2: 3, 1: 3}
+    before_all = export(pg_engine, tmp_path / "0", as_of=stamps[0] - timedelta(microseconds=1),
+                        tables=["customers"])
+    assert before_all.rows == 0
