@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, NoReturn
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from temporal._version import VERSION
+from temporal.clock import parse_duration, parse_time
 from temporal.errors import TemporalError
+from temporal.export import Progress, export, table_history, verify
 
 DEFAULT_URL = "sqlite:///temporal.db"
 URL_ENV = "TEMPORAL_DATABASE_URL"
@@ -68,9 +74,112 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _progress() -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
+    """A rows and rows/s bar on a terminal; nothing in pipes."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import Progress as Bar
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Bar(SpinnerColumn(), TextColumn("{task.description}"),
+              TextColumn("{task.completed:,} rows"), TextColumn("{task.fields[rate]}"),
+              TimeElapsedColumn(), transient=True, console=None)
+    bar.start()
+    tasks: dict[str, Any] = {}
+    started: dict[str, float] = {}
+
+    def report(p: Progress) -> None:
+        if p.table not in tasks:
+            tasks[p.table] = bar.add_task(p.table, total=None, rate="")
+            started[p.table] = time.monotonic()
+        elapsed = max(time.monotonic() - started[p.table], 1e-6)
+        bar.update(tasks[p.table], completed=p.rows, rate=f"{p.rows / elapsed:,.0f} rows/s")
+
+    return report, bar.stop
+
+
+@app.command("export")
+def export_command(
+    as_of: Annotated[str, typer.Option("--as-of", help="The moment to export, ISO-8601 "
+                                       "(2026-03-01, 2026-03-01T12:00:00Z).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (new or empty).")],
+    table: Annotated[list[str] | None, typer.Option("--table", help="A temporal table to "
+                                                    "export; repeat for several.")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="Read-only SQL to export "
+                                              "instead of tables.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    force: Annotated[bool, typer.Option("--force", help="Empty a non-empty --out first.")
+                     ] = False,
+    wait: Annotated[str, typer.Option("--wait", help="How long to wait for writers that "
+                                      "could still commit before --as-of.")] = "30s",
+    url: UrlOption = None,
+) -> None:
+    """Export tables as they were at --as-of, with a checksum manifest."""
+    if bool(table) == bool(query):
+        fail("name tables with --table, or pass --query (not both)", 2)
+    moment = parse_time(as_of)
+    report, stop = _progress()
+    try:
+        manifest = export(database_url(url), out, as_of=moment, tables=table, query=query,
+                          format=fmt, force=force, wait=parse_duration(wait).total_seconds(),
+                          on_progress=report)
+    finally:
+        stop()
+    assert manifest.path is not None
+    digest = manifest.content_digest["all"][:16]
+    typer.echo(f"exported {manifest.rows:,} rows as of {manifest.as_of} to "
+               f"{manifest.path.parent} ({len(manifest.files)} files, content sha256 {digest})")
+
+
+@app.command("verify")
+def verify_command(
+    manifest: Annotated[Path, typer.Argument(help="manifest.json, or its directory.")],
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Also re-export from this database and compare "
+        f"(or ${URL_ENV}).", show_default=False)] = None,
+) -> None:
+    """Check an export's files against its manifest (and, with --url, the database)."""
+    source = url or os.environ.get(URL_ENV)
+    report = verify(manifest, source)
+    if report.ok:
+        against = " and the database" if report.database_checked else ""
+        typer.echo(f"ok: {report.files_checked} files, {report.rows:,} rows match the "
+                   f"manifest{against}")
+        return
+    for problem in report.problems:
+        typer.echo(f"mismatch: {problem}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("history")
+def history_command(
+    table: Annotated[str, typer.Option("--table", help="A temporal table.")],
+    key: Annotated[list[str], typer.Option("--key", help="The entity key; repeat the option "
+                                           "for each column of a composite key.")],
+    url: UrlOption = None,
+) -> None:
+    """Print every version of one entity, oldest first."""
+    columns, rows = table_history(database_url(url), table, key)
+    if not rows:
+        typer.echo(f"no versions of {table} {', '.join(key)}")
+        return
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    view = RichTable(*columns, box=None, header_style="bold")
+    for row in rows:
+        view.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(view)
+
+
 def main() -> None:
     """Console entry point: user errors become one line and an exit code."""
     try:
         app()
     except TemporalError as error:
-        fail(str(error))
+        typer.echo(f"temporal: error: {error}", err=True)
+        sys.exit(1)
+    except SQLAlchemyError as error:
+        first = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        typer.echo(f"temporal: error: database error: {first}", err=True)
+        sys.exit(1)

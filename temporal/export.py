@@ -127,6 +127,31 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     )
 
 
+def table_history(source: str | Engine, name: str, key: Sequence[str]
+                  ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """All versions of one entity of a table, by name, oldest first (for the CLI).
+
+    ``key`` holds the key values as text, converted to each key column's type.
+    """
+    with engine_for(source) as engine, engine.connect() as conn:
+        table = _temporal_table(conn, name)
+        cols = [c for c in table.primary_key.columns if c.name != CREATED_AT]
+        if len(key) != len(cols):
+            raise ExportError(f"{name} has a {len(cols)}-column key "
+                              f"({', '.join(c.name for c in cols)}); got {len(key)} value(s)")
+        values = []
+        for col, raw in zip(cols, key, strict=True):
+            try:
+                values.append(col.type.python_type(raw))
+            except (NotImplementedError, ValueError, TypeError):
+                raise ExportError(f"{raw!r} is not a valid {col.name} "
+                                  f"({col.type.compile(conn.dialect)})") from None
+        stmt = (select(*table.c).where(*(c == v for c, v in zip(cols, values, strict=True)))
+                .order_by(table.c[CREATED_AT]))
+        rows = [tuple(r) for r in conn.execute(stmt)]
+    return [c.name for c in table.c], rows
+
+
 @dataclass
 class _Snapshot:
     conn: Connection
@@ -339,22 +364,23 @@ def export(
     if len(set(tables)) != len(tables):
         raise ExportError("a table is named twice")
     out = Path(out_dir)
-    _prepare_out_dir(out, force)
+    _check_out_dir(out, force)
     with engine_for(source) as engine:
         snapshot = _open_snapshot(engine, at, wait)
         try:
-            return _export_in(snapshot, engine, out, at, list(tables), format, rows_per_file,
-                              on_progress)
+            return _export_in(snapshot, out, at, list(tables), format, rows_per_file,
+                              force, on_progress)
         finally:
             snapshot.conn.rollback()
             snapshot.conn.close()
 
 
-def _export_in(snapshot: _Snapshot, engine: Engine, out: Path, at: datetime,
-               tables: list[str], fmt: str, rows_per_file: int,
+def _export_in(snapshot: _Snapshot, out: Path, at: datetime,
+               tables: list[str], fmt: str, rows_per_file: int, force: bool,
                on_progress: Callable[[Progress], None] | None) -> Manifest:
     conn = snapshot.conn
     sources = [_table_source(conn, name, at) for name in sorted(tables)]
+    _make_out_dir(out, force)  # only now: a refused export leaves nothing behind
     digest = hashlib.sha256()
     files: list[FileEntry] = []
     per_table: dict[str, str] = {}
@@ -380,12 +406,16 @@ def _export_in(snapshot: _Snapshot, engine: Engine, out: Path, at: datetime,
     return manifest
 
 
-def _prepare_out_dir(out: Path, force: bool) -> None:
+def _check_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise ExportError(f"{out} is not empty; choose another directory or pass --force")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} is not empty; choose another directory or pass --force")
+
+
+def _make_out_dir(out: Path, force: bool) -> None:
+    _check_out_dir(out, force)
+    if out.exists():
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)

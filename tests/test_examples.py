@@ -26,3 +26,9 @@ def test_quickstart_on_sqlite() -> None:
 @pytest.mark.postgres
 def test_quickstart_on_postgresql(pg_url: URL) -> None:
     assert "quickstart: ok" in run("quickstart.py", pg_url.render_as_string(hide_password=False))
+
+
+def test_demo_on_sqlite(tmp_path: Path) -> None:
+    out = run("demo.py", f"sqlite:///{tmp_path / 'demo.db'}")
+    assert "byte-identical" in out and "demo: ok" in out
+

@@ -182,8 +182,7 @@ def test_bad_requests_are_refused_without_writing(
         export(db, tmp_path / "p", as_of=moment, tables=["regions"])
     with pytest.raises(ExportError, match="unknown format"):
         export(db, tmp_path / "x", as_of=moment, tables=["customers"], format="xml")
-    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir())
-                   for d in ("f", "n", "u", "i", "p", "x"))
+    assert not any((tmp_path / d).exists() for d in ("f", "n", "u", "i", "p", "x"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="not empty"):
