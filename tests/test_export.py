@@ -255,3 +255,14 @@ def test_commit_order_differs_from_start_order(pg_engine: Engine, tmp_path: Path
     before_all = export(pg_engine, tmp_path / "0", as_of=stamps[0] - timedelta(microseconds=1),
                         tables=["customers"])
     assert before_all.rows == 0
+
+
+def test_the_published_json_schema_matches_the_code() -> None:
+    from importlib.resources import files
+
+    from temporal.manifest import MANIFEST_SCHEMA
+
+    shipped = json.loads(files("temporal").joinpath("manifest.schema.json").read_text())
+    assert shipped == MANIFEST_SCHEMA
+    assert set(MANIFEST_SCHEMA["required"]) >= {"as_of", "files", "content_digest",
+                                                "manifest_sha256"}
