@@ -107,6 +107,8 @@ def export_command(
                                                     "export; repeat for several.")] = None,
     query: Annotated[str | None, typer.Option("--query", help="Read-only SQL to export "
                                               "instead of tables.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Folder name for --query output.")
+                    ] = "query",
     fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
     force: Annotated[bool, typer.Option("--force", help="Empty a non-empty --out first.")
                      ] = False,
@@ -121,8 +123,8 @@ def export_command(
     report, stop = _progress()
     try:
         manifest = export(database_url(url), out, as_of=moment, tables=table, query=query,
-                          format=fmt, force=force, wait=parse_duration(wait).total_seconds(),
-                          on_progress=report)
+                          name=name, format=fmt, force=force,
+                          wait=parse_duration(wait).total_seconds(), on_progress=report)
     finally:
         stop()
     assert manifest.path is not None

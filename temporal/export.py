@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, exc, select, text
+from sqlalchemy import Connection, Engine, MetaData, Table, exc, inspect, select, text
 
 from temporal import _backend
 from temporal._version import VERSION
@@ -59,6 +59,8 @@ from temporal.types import UTCDateTime
 FORMATS = ("csv", "jsonl", "parquet")
 ROWS_PER_FILE = 1_000_000
 FETCH_ROWS = 10_000
+
+_STREAM = {"stream_results": True, "yield_per": FETCH_ROWS}
 
 PG_SETTINGS = {
     "TimeZone": "UTC",
@@ -117,8 +119,7 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     dialect = conn.dialect
 
     def rows() -> Iterator[Sequence[Any]]:
-        result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(stmt)
-        yield from result
+        yield from conn.execute(stmt, execution_options=_STREAM)
 
     return _Source(
         name=name, columns=[c.name for c in data],
@@ -152,15 +153,90 @@ def table_history(source: str | Engine, name: str, key: Sequence[str]
     return [c.name for c in table.c], rows
 
 
+def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Source:
+    """A read-only query, its rows sorted by every output column."""
+    body = query.strip().rstrip(";").strip()
+    if not body:
+        raise ExportError("the query is empty")
+    # No bind parameters here: the text goes to the driver as written ('%' escaped
+    # for psycopg's placeholder syntax).
+    wrap = f"SELECT * FROM ({body}) AS temporal_query"
+
+    def escape(sql: str) -> str:
+        return sql.replace("%", "%%") if dialect == "postgresql" else sql
+
+    try:
+        columns = list(conn.exec_driver_sql(escape(wrap + " LIMIT 0")).keys())
+    except exc.DBAPIError as error:
+        raise ExportError(f"the query failed: {_first_line(error)}") from None
+    ordered = wrap + " ORDER BY " + ", ".join(str(i) for i in range(1, len(columns) + 1))
+
+    def rows() -> Iterator[Sequence[Any]]:
+        try:
+            yield from conn.exec_driver_sql(escape(ordered), execution_options=_STREAM)
+        except exc.DBAPIError as error:
+            raise ExportError(f"the query failed: {_first_line(error)}") from None
+
+    return _Source(name=name, columns=columns, types=["" for _ in columns],
+                   order_by=columns, rows=rows)
+
+
+def _first_line(error: exc.DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+
+
+def _shadow_tables(conn: Connection, at: datetime, dialect: str) -> None:
+    """Temporary views named like every temporal table, showing it as of ``at``.
+
+    Unqualified table names in a query then read the past; the timestamp is
+    rendered by the library from a datetime, identifiers are quoted.
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    inspector = inspect(conn)
+    schema = inspector.default_schema_name or "main"
+    if dialect == "postgresql":
+        moment = f"'{isoformat(at)}'::timestamptz"
+    else:
+        moment = "'" + at.strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+    for name in inspector.get_table_names():
+        try:
+            table = _temporal_table(conn, name)
+        except ExportError:
+            continue
+        data = ", ".join(quote(c.name) for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT))
+        conn.exec_driver_sql(
+            f"CREATE TEMP VIEW {quote(name)} AS SELECT {data} FROM {quote(schema)}.{quote(name)} "
+            f"WHERE created_at <= {moment} AND (expired_at IS NULL OR expired_at > {moment})"
+        )
+
+
 @dataclass
 class _Snapshot:
     conn: Connection
     dialect: str
     settings: dict[str, str] = field(default_factory=dict)
+    shadowed: bool = False
+
+    def close(self) -> None:
+        try:
+            self.conn.rollback()
+            if self.shadowed and self.dialect == "postgresql":
+                self.conn.exec_driver_sql("DISCARD TEMP")
+                self.conn.commit()
+            elif self.shadowed:
+                self.conn.exec_driver_sql("PRAGMA query_only = 0")
+                self.conn.commit()
+        finally:
+            self.conn.close()
 
 
-def _open_snapshot(engine: Engine, at: datetime, wait: float) -> _Snapshot:
-    """A read transaction in which no version stamped at or before ``at`` can still appear."""
+def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = False
+                   ) -> _Snapshot:
+    """A read transaction in which no version stamped at or before ``at`` can still appear.
+
+    With ``shadow``, temporal tables are replaced by as-of views and the
+    transaction cannot write.
+    """
     dialect = engine.dialect.name
     if dialect == "postgresql":
         with engine.connect() as conn:
@@ -170,12 +246,16 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float) -> _Snapshot:
                                        f"clock says {isoformat(now)}); the future is not "
                                        "written yet")
             _wait_for_writers(conn, at, wait)
-        conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        conn = engine.connect()
+        if shadow:  # temp views outlive this commit; the read-only snapshot comes next
+            _shadow_tables(conn, at, dialect)
+            conn.commit()
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn.begin()
+        conn.execute(text("SET TRANSACTION READ ONLY"))
         for name, value in PG_SETTINGS.items():
             conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
-        conn.execute(text("SET TRANSACTION READ ONLY"))
-        return _Snapshot(conn, dialect, dict(PG_SETTINGS))
+        return _Snapshot(conn, dialect, dict(PG_SETTINGS), shadowed=shadow)
     if dialect != "sqlite":
         raise UnsupportedError(f"exports support PostgreSQL and SQLite, not {dialect!r}")
     from temporal import clock
@@ -191,7 +271,10 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float) -> _Snapshot:
         conn.close()
         raise ExportError(f"a writer held the database for more than {wait:g}s; an export "
                           "as of now must wait for it: retry, or raise the wait") from None
-    return _Snapshot(conn, dialect)
+    if shadow:
+        _shadow_tables(conn, at, dialect)
+        conn.exec_driver_sql("PRAGMA query_only = 1")
+    return _Snapshot(conn, dialect, shadowed=shadow)
 
 
 def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
@@ -340,46 +423,51 @@ def export(
     as_of: datetime,
     tables: Sequence[str] | None = None,
     query: str | None = None,
+    name: str = "query",
     format: str = "csv",
     force: bool = False,
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Manifest:
-    """Export ``tables`` as of ``as_of`` into ``out_dir`` and return the manifest.
+    """Export ``tables`` (or a read-only ``query``) as of ``as_of``; return the manifest.
 
-    ``out_dir`` must be empty or missing unless ``force``. ``wait`` bounds, in
-    seconds, how long to wait for writers that could still commit a version
-    as of ``as_of``.
+    In ``query``, every temporal table is seen as of ``as_of`` (refer to tables
+    without a schema); its rows go to ``out_dir/<name>/``, sorted by every
+    column. ``out_dir`` must be empty or missing unless ``force``. ``wait``
+    bounds, in seconds, how long to wait for writers that could still commit a
+    version as of ``as_of``.
     """
     at = aware(as_of, what="as_of")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "parquet":
         raise UnsupportedError("parquet exports are not available yet; use csv or jsonl")
-    if query is not None:
-        raise UnsupportedError("query exports are not available yet; export tables")
-    if not tables:
-        raise ExportError("name at least one table to export")
-    if len(set(tables)) != len(tables):
+    if (query is None) == (not tables):
+        raise ExportError("export either tables or a query (exactly one of them)")
+    if tables and len(set(tables)) != len(tables):
         raise ExportError("a table is named twice")
+    if query is not None and not name.replace("_", "").replace("-", "").isalnum():
+        raise ExportError(f"the query's name {name!r} must be letters, digits, - and _")
     out = Path(out_dir)
     _check_out_dir(out, force)
     with engine_for(source) as engine:
-        snapshot = _open_snapshot(engine, at, wait)
+        snapshot = _open_snapshot(engine, at, wait, shadow=query is not None)
         try:
-            return _export_in(snapshot, out, at, list(tables), format, rows_per_file,
+            if query is not None:
+                sources = [_query_source(snapshot.conn, name, query, snapshot.dialect)]
+            else:
+                sources = [_table_source(snapshot.conn, t, at) for t in sorted(tables or ())]
+            return _export_in(snapshot, out, at, sources, query, format, rows_per_file,
                               force, on_progress)
         finally:
-            snapshot.conn.rollback()
-            snapshot.conn.close()
+            snapshot.close()
 
 
-def _export_in(snapshot: _Snapshot, out: Path, at: datetime,
-               tables: list[str], fmt: str, rows_per_file: int, force: bool,
+def _export_in(snapshot: _Snapshot, out: Path, at: datetime, sources: list[_Source],
+               query: str | None, fmt: str, rows_per_file: int, force: bool,
                on_progress: Callable[[Progress], None] | None) -> Manifest:
     conn = snapshot.conn
-    sources = [_table_source(conn, name, at) for name in sorted(tables)]
     _make_out_dir(out, force)  # only now: a refused export leaves nothing behind
     digest = hashlib.sha256()
     files: list[FileEntry] = []
@@ -391,7 +479,7 @@ def _export_in(snapshot: _Snapshot, out: Path, at: datetime,
     server = conn.dialect.server_version_info or ()
     manifest = Manifest(
         as_of=isoformat(at), format=fmt, writer={**WRITERS[fmt], "rows_per_file": rows_per_file},
-        tables=[s.name for s in sources], query=None,
+        tables=[] if query is not None else [s.name for s in sources], query=query,
         schema={s.name: [{"name": c, "type": t} for c, t in zip(s.columns, s.types, strict=True)]
                 for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
@@ -462,7 +550,8 @@ def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyRe
         with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
             try:
                 fresh = export(source, tmp, as_of=datetime.fromisoformat(
-                    loaded.as_of.replace("Z", "+00:00")), tables=loaded.tables,
+                    loaded.as_of.replace("Z", "+00:00")), tables=loaded.tables or None,
+                    query=loaded.query, name=next(iter(loaded.schema), "query"),
                     format=loaded.format, rows_per_file=loaded.writer.get(
                         "rows_per_file", ROWS_PER_FILE))
             except ExportError as error:

@@ -266,3 +266,39 @@ def test_the_published_json_schema_matches_the_code() -> None:
     assert shipped == MANIFEST_SCHEMA
     assert set(MANIFEST_SCHEMA["required"]) >= {"as_of", "files", "content_digest",
                                                 "manifest_sha256"}
+
+
+def test_query_export_sees_every_temporal_table_as_of_the_moment(
+    db: Engine, moment: datetime, tmp_path: Path
+) -> None:
+    join = ("SELECT c.name, c.tier, count(l.line_no) AS lines FROM customers c "
+            "LEFT JOIN lines l ON l.qty >= c.id GROUP BY c.name, c.tier")
+    first = export(db, tmp_path / "q1", as_of=moment, query=join, name="features")
+    change_everything(db)
+    second = export(db, tmp_path / "q2", as_of=moment, query=join + ";", name="features")
+    assert second.content_digest == first.content_digest
+    data = (tmp_path / "q1/features/part-00000.csv").read_text()
+    assert data == (tmp_path / "q2/features/part-00000.csv").read_text()
+    assert data.splitlines()[0] == '"name","tier","lines"'
+    assert '"Ada ""the first""","gold","2"' in data  # both tables as of the moment
+    assert "platinum" not in data and "late" not in data
+    assert first.query == join and first.tables == []
+    assert verify(tmp_path / "q1", db).ok
+    with db.connect() as conn:  # the shadowing views are gone: every version is back
+        assert conn.execute(text("SELECT count(*) FROM customers")).scalar_one() == 7
+
+
+@pytest.mark.parametrize("query", [
+    "DELETE FROM customers",
+    "UPDATE customers SET name = 'x'",
+    "INSERT INTO regions (id, name) VALUES (1, 'x')",
+])
+def test_a_query_that_writes_is_refused_and_writes_nothing(
+    db: Engine, moment: datetime, tmp_path: Path, query: str
+) -> None:
+    with pytest.raises(ExportError, match="the query failed"):
+        export(db, tmp_path / "w", as_of=moment, query=query)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM customers")).scalar_one() == 4
+        assert conn.execute(text("SELECT count(*) FROM regions")).scalar_one() == 0
+    assert not (tmp_path / "w").exists()
