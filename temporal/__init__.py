@@ -16,11 +16,12 @@ from temporal.errors import (
     TemporalError,
     UnsupportedError,
 )
-from temporal.export import ExportError, VerifyReport, export, load, verify
+from temporal.export import ExportError, export
 from temporal.manifest import Manifest, ManifestError
 from temporal.model import Temporal
 from temporal.query import as_of, history, period_predicate, valid_at, versions
 from temporal.types import UTCDateTime
+from temporal.verification import VerifyReport, load, verify
 from temporal.versioning import transaction_time
 
 __version__ = VERSION

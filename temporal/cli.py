@@ -21,7 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporal._version import VERSION
 from temporal.clock import parse_duration, parse_time
 from temporal.errors import TemporalError
-from temporal.export import Progress, export, table_history, verify
+from temporal.export import Progress, export, table_history
+from temporal.verification import verify
 
 DEFAULT_URL = "sqlite:///temporal.db"
 URL_ENV = "TEMPORAL_DATABASE_URL"

@@ -25,16 +25,13 @@ split into parts of at most ``rows_per_file`` rows.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, exc, inspect, select, text
 
@@ -46,15 +43,12 @@ from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
 from temporal.manifest import (
     FileEntry,
     Manifest,
-    ManifestError,
-    canonical,
     canonical_row,
-    file_sha256,
-    read_manifest,
 )
 from temporal.model import CREATED_AT, EXPIRED_AT
 from temporal.query import valid_at
 from temporal.types import UTCDateTime
+from temporal.writers import SETTINGS, Part, part_maker
 
 FORMATS = ("csv", "jsonl", "parquet")
 ROWS_PER_FILE = 1_000_000
@@ -312,102 +306,43 @@ def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
 # -- writing -----------------------------------------------------------------------
 
 
-class _HashingFile:
-    """A binary file that hashes and counts what is written to it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.handle: IO[bytes] = open(path, "wb")  # noqa: SIM115
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(data)
-        self.sha256.update(data)
-        self.size += len(data)
-
-    def close(self) -> tuple[str, int]:
-        self.handle.close()
-        return self.sha256.hexdigest(), self.size
-
-
-def _csv_line(values: Iterable[Any]) -> bytes:
-    # NULL is an empty field; every other value is quoted, so "" is an empty string.
-    fields = []
-    for value in values:
-        text_value = canonical(value)
-        fields.append("" if text_value is None else '"' + text_value.replace('"', '""') + '"')
-    return (",".join(fields) + "\n").encode()
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float) and value == value and value not in (float("inf"), -float("inf")):
-        return value
-    return canonical(value)
-
-
-WRITERS: dict[str, dict[str, Any]] = {
-    "csv": {"encoding": "utf-8", "delimiter": ",", "quote": '"', "quoting": "all non-NULL",
-            "null": "empty unquoted field", "line_terminator": "\\n", "header": True},
-    "jsonl": {"encoding": "utf-8", "object_per_line": True, "separators": [",", ":"],
-              "ensure_ascii": False, "keys": "column order",
-              "non_json_values": "canonical text"},
-}
-
-
 def _write_table(source: _Source, out_dir: Path, fmt: str, rows_per_file: int,
                  digest: Any, on_progress: Callable[[Progress], None] | None
                  ) -> tuple[list[FileEntry], str]:
     folder = out_dir / source.name
     folder.mkdir(parents=True, exist_ok=True)
+    open_part = part_maker(fmt, source.columns)
     table_digest = hashlib.sha256()
     entries: list[FileEntry] = []
-    current: _HashingFile | None = None
+    current: Part | None = None
+    path = folder
     in_part = total = 0
 
-    def start_part() -> _HashingFile:
-        part = _HashingFile(folder / f"part-{len(entries):05d}.{fmt}")
-        if fmt == "csv":
-            part.write(_csv_line(source.columns))
-        return part
-
-    def finish_part(part: _HashingFile, rows: int) -> None:
+    def finish(part: Part) -> None:
         sha, size = part.close()
-        entries.append(FileEntry(path=part.path.relative_to(out_dir).as_posix(),
-                                 table=source.name, rows=rows, bytes=size, sha256=sha))
+        entries.append(FileEntry(path=path.relative_to(out_dir).as_posix(), table=source.name,
+                                 rows=in_part, bytes=size, sha256=sha))
 
-    buffer = io.BytesIO()
     for row in source.rows():
         if current is None:
-            current, in_part = start_part(), 0
+            path = folder / f"part-{len(entries):05d}.{fmt}"
+            current, in_part = open_part(path), 0
         encoded = canonical_row(tuple(row))
         table_digest.update(encoded)
         digest.update(encoded)
-        if fmt == "csv":
-            buffer.write(_csv_line(row))
-        else:
-            buffer.write(json.dumps(
-                {c: _json_value(v) for c, v in zip(source.columns, row, strict=True)},
-                ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        current.add(row)
         in_part += 1
         total += 1
-        if total % FETCH_ROWS == 0:
-            current.write(buffer.getvalue())
-            buffer = io.BytesIO()
-            if on_progress is not None:
-                on_progress(Progress(source.name, total))
+        if on_progress is not None and total % FETCH_ROWS == 0:
+            on_progress(Progress(source.name, total))
         if in_part == rows_per_file:
-            current.write(buffer.getvalue())
-            buffer = io.BytesIO()
-            finish_part(current, in_part)
+            finish(current)
             current = None
-    if current is None and not entries:
-        current, in_part = start_part(), 0  # an empty table still gets its (header-only) file
+    if current is None and not entries:  # an empty table still gets its (header-only) file
+        path = folder / f"part-{len(entries):05d}.{fmt}"
+        current, in_part = open_part(path), 0
     if current is not None:
-        current.write(buffer.getvalue())
-        finish_part(current, in_part)
+        finish(current)
     if on_progress is not None:
         on_progress(Progress(source.name, total))
     return entries, table_digest.hexdigest()
@@ -441,8 +376,6 @@ def export(
     at = aware(as_of, what="as_of")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    if format == "parquet":
-        raise UnsupportedError("parquet exports are not available yet; use csv or jsonl")
     if (query is None) == (not tables):
         raise ExportError("export either tables or a query (exactly one of them)")
     if tables and len(set(tables)) != len(tables):
@@ -478,20 +411,29 @@ def _export_in(snapshot: _Snapshot, out: Path, at: datetime, sources: list[_Sour
         per_table[src.name] = table_digest
     server = conn.dialect.server_version_info or ()
     manifest = Manifest(
-        as_of=isoformat(at), format=fmt, writer={**WRITERS[fmt], "rows_per_file": rows_per_file},
+        as_of=isoformat(at), format=fmt, writer={**SETTINGS[fmt], "rows_per_file": rows_per_file},
         tables=[] if query is not None else [s.name for s in sources], query=query,
         schema={s.name: [{"name": c, "type": t} for c, t in zip(s.columns, s.types, strict=True)]
                 for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
         content_digest={"algorithm": "sha256 over canonical JSON rows", "all": digest.hexdigest(),
                         **{f"table:{k}": v for k, v in per_table.items()}},
-        library={"name": "temporal", "version": VERSION},
+        library=_library_versions(fmt),
         database={"dialect": snapshot.dialect,
                   "server_version": ".".join(str(p) for p in server)},
         settings=snapshot.settings,
     )
     manifest.write(out)
     return manifest
+
+
+def _library_versions(fmt: str) -> dict[str, str]:
+    versions = {"name": "temporal", "version": VERSION}
+    if fmt == "parquet":
+        import pyarrow
+
+        versions["pyarrow"] = pyarrow.__version__
+    return versions
 
 
 def _check_out_dir(out: Path, force: bool) -> None:
@@ -507,99 +449,3 @@ def _make_out_dir(out: Path, force: bool) -> None:
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
-
-
-@dataclass
-class VerifyReport:
-    """What ``verify`` checked and what did not match; ``ok`` only when nothing."""
-
-    manifest: Path
-    files_checked: int = 0
-    rows: int = 0
-    database_checked: bool = False
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyReport:
-    """Check an export against its manifest; with ``source``, re-export and compare.
-
-    Never raises for a mismatch: the report lists every problem found. A
-    manifest that cannot be read or was altered raises ManifestError.
-    """
-    loaded = read_manifest(manifest)
-    assert loaded.path is not None
-    report = VerifyReport(manifest=loaded.path, rows=loaded.rows)
-    root = loaded.path.parent
-    for entry in loaded.files:
-        path = root / entry.path
-        if not path.is_file():
-            report.problems.append(f"{entry.path}: missing")
-            continue
-        sha, size = file_sha256(path)
-        report.files_checked += 1
-        if size != entry.bytes:
-            report.problems.append(f"{entry.path}: {size} bytes, manifest says {entry.bytes}")
-        elif sha != entry.sha256:
-            report.problems.append(f"{entry.path}: sha256 differs from the manifest")
-    if source is not None:
-        report.database_checked = True
-        with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
-            try:
-                fresh = export(source, tmp, as_of=datetime.fromisoformat(
-                    loaded.as_of.replace("Z", "+00:00")), tables=loaded.tables or None,
-                    query=loaded.query, name=next(iter(loaded.schema), "query"),
-                    format=loaded.format, rows_per_file=loaded.writer.get(
-                        "rows_per_file", ROWS_PER_FILE))
-            except ExportError as error:
-                report.problems.append(f"database: {error}")
-                return report
-            for key, value in loaded.content_digest.items():
-                if fresh.content_digest.get(key) != value:
-                    what = "all tables" if key == "all" else key.removeprefix("table:")
-                    report.problems.append(
-                        f"database: the data as of {loaded.as_of} differs from the export "
-                        f"({what}); history was changed after the export")
-            theirs = {f.path: f.sha256 for f in fresh.files}
-            for entry in loaded.files:
-                if theirs.get(entry.path) != entry.sha256 and not any(
-                        "differs from the export" in p for p in report.problems):
-                    report.problems.append(f"database: re-export of {entry.path} differs")
-    return report
-
-
-def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None) -> Any:
-    """Verify an export, then load one table as a pandas DataFrame or pyarrow Table."""
-    report = verify(manifest)
-    if not report.ok:
-        raise ManifestError("refusing to load an export that does not verify: "
-                            + "; ".join(report.problems))
-    loaded = read_manifest(manifest)
-    assert loaded.path is not None
-    name = table or (loaded.tables[0] if len(loaded.tables) == 1 else None)
-    if name is None:
-        raise ExportError(f"the export holds {', '.join(loaded.tables)}; pass table=")
-    paths = [loaded.path.parent / f.path for f in loaded.files if f.table == name]
-    if not paths:
-        raise ExportError(f"the export holds no table {name!r}")
-    if as_ not in ("pandas", "pyarrow"):
-        raise ExportError(f"as_ must be 'pandas' or 'pyarrow', not {as_!r}")
-    try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.json as pajson
-    except ImportError:
-        raise ExportError("loading exports needs pyarrow: pip install 'temporal[parquet]'"
-                          ) from None
-    if loaded.format == "csv":
-        # An unquoted empty field is NULL; a quoted one ("") is the empty string.
-        options = pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
-        parts = [pacsv.read_csv(p, convert_options=options) for p in paths]
-    else:
-        parts = [pajson.read_json(p) for p in paths]
-    table_data = pa.concat_tables(parts)
-    return table_data.to_pandas() if as_ == "pandas" else table_data
-

@@ -56,7 +56,7 @@ def change_everything(db: Engine) -> None:
         s.execute(delete(Line).where(Line.line_no == 1))
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_re_export_after_later_changes_is_byte_identical(
     db: Engine, moment: datetime, tmp_path: Path, fmt: str
 ) -> None:
@@ -91,7 +91,14 @@ def test_content_digest_is_independent_of_format(
     csv_export = export(db, tmp_path / "csv", as_of=moment, tables=["customers"])
     json_export = export(db, tmp_path / "json", as_of=moment, tables=["customers"],
                          format="jsonl")
+    parquet_export = export(db, tmp_path / "pq", as_of=moment, tables=["customers"],
+                            format="parquet")
     assert csv_export.content_digest == json_export.content_digest
+    assert parquet_export.content_digest == csv_export.content_digest
+    assert verify(tmp_path / "pq", db).ok
+    table = load(tmp_path / "pq", as_="pyarrow")
+    assert table.column("id").to_pylist() == [1, 2, 3]
+    assert table.column("email").to_pylist()[:2] == ["", None]
 
 
 def test_values_are_encoded_canonically(db: Engine, moment: datetime, tmp_path: Path) -> None:
