@@ -8,6 +8,7 @@ becomes a version with ``created_at`` / ``expired_at``; read any moment with
 from __future__ import annotations
 
 from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewriting)
+from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
 from temporal.errors import (
     ConflictError,

@@ -1,41 +1,30 @@
-"""Versioned writes through the ORM unit of work.
+"""Versioned writes: the transaction's stamp and the set-based write core.
 
-Every change to a temporal object becomes history instead of an overwrite:
+Every change to a temporal row becomes history instead of an overwrite:
 
 * **insert** adds the current version, ``created_at`` = the transaction's stamp;
 * **update** expires the current version at the stamp and inserts the next one,
-  carrying unchanged columns over from the database row (so columns that were
-  never loaded are not lost);
+  built in SQL from the expired row, so columns that did not change (or were
+  never loaded) are carried over without leaving the database;
 * **delete** expires the current version. Nothing is ever removed, except a
   version this same transaction created: one transaction leaves at most one
   version per key, so a second change to such a version is made in place.
 
-The ORM does the bookkeeping it is good at (dependency order, foreign keys
-synced from relationships, defaults) and we take over only the statements.
-``before_update`` records an object's net column changes and marks them
-committed, so the ORM emits no UPDATE of its own; the first ``after_update``
-for that table writes the whole batch set-based: one ``UPDATE ... RETURNING``
-that expires the current versions (guarded by ``created_at < stamp``, so no
-empty or negative period can ever be written) and one multi-row INSERT.
-Deletes are handled in ``before_flush`` the same way, and the objects move to
-the ORM's "deleted" state without the ORM issuing a DELETE.
-
-An ORM object remembers which version it was loaded from (its ``created_at``),
-and only that version may be expired: if another transaction replaced it in
-the meantime, the object's values were computed from stale data, and a plain
-table would silently lose that other update. Here it is a conflict.
+:func:`write_versions` and :func:`expire_versions` do this for any number of
+keys in a few statements: one ``UPDATE ... RETURNING`` expires the current
+versions (guarded by ``created_at < stamp``, so no empty or negative period can
+ever be written) and one ``INSERT ... SELECT`` writes the next ones. The unit of
+work (``unitofwork.py``) and ORM bulk statements (``bulk.py``) both use them.
 
 A key the guarded UPDATE did not match is examined: a version this transaction
 wrote is changed in place; a version that a concurrent transaction committed
 with an older stamp (and that the change was not computed from) is expired on
 the next pass; anything else means a concurrent writer got there first, and
-:class:`~temporal.ConflictError` is raised (retryable). The flush fails, the
-session rolls back, nothing half-done can be committed.
+:class:`~temporal.ConflictError` is raised (retryable).
 """
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,7 +40,6 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
-    event,
     exc,
     func,
     insert,
@@ -63,17 +51,13 @@ from sqlalchemy import (
 )
 from sqlalchemy import values as values_clause
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Mapper, Session, object_mapper
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.base import instance_state
-from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ColumnElement
 
-from temporal import _backend, _compat
-from temporal.errors import ConflictError, ReadOnlyError, UnsupportedError
-from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
-from temporal.query import is_slice_token
+from temporal import _backend
+from temporal.errors import ConflictError
+from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 
 Key = tuple[Any, ...]
 
@@ -93,7 +77,7 @@ class _Tx:
 
     stamp: datetime
     dialect: str
-    pending: dict[Table, list[_Change]] = field(default_factory=dict)
+    pending: dict[Table, list[Any]] = field(default_factory=dict)  # unitofwork's batches
     next_id: dict[Table, int] = field(default_factory=dict)
     written: set[Table] = field(default_factory=set)  # tables this transaction versioned
 
@@ -283,7 +267,7 @@ def write_versions(
         unchanged = []
         for key, old in old_rows.items():
             values = remaining.pop(key)
-            if all(_same(old[name], value) for name, value in values.items()):
+            if all(same_value(old[name], value) for name, value in values.items()):
                 unchanged.append((*key, old[CREATED_AT]))
                 continue
             if onupdate:
@@ -356,7 +340,7 @@ def _expire(
         # back everything it wrote, this UPDATE included.
         if key in read and row[CREATED_AT] != read[key]:
             raise ConflictError(
-                f"cannot change {table.name} {_show(key)}: it changed since it was read "
+                f"cannot change {table.name} {show_key(key)}: it changed since it was read "
                 f"(read the version from {read[key].isoformat()}, a concurrent transaction "
                 f"wrote one from {row[CREATED_AT].isoformat()}); roll back and retry"
             )
@@ -384,7 +368,7 @@ def _diagnose(
     for key in keys:
         if key not in found:
             raise ConflictError(
-                f"cannot {action} {table.name} {_show(key)}: it has no current version any "
+                f"cannot {action} {table.name} {show_key(key)}: it has no current version any "
                 "more (a concurrent transaction deleted it); roll back and retry"
             )
         created_at, is_mine = found[key]
@@ -392,7 +376,7 @@ def _diagnose(
             continue
         if key in read:
             raise ConflictError(
-                f"cannot {action} {table.name} {_show(key)}: it changed since it was read "
+                f"cannot {action} {table.name} {show_key(key)}: it changed since it was read "
                 f"(read the version from {read[key].isoformat()}, a concurrent transaction "
                 f"wrote one from {created_at.isoformat()}); roll back and retry"
             )
@@ -400,7 +384,7 @@ def _diagnose(
             retry.add(key)  # replaced by an older-stamped commit during our statement
             continue
         raise ConflictError(
-            f"cannot {action} {table.name} {_show(key)}: a concurrent transaction wrote a "
+            f"cannot {action} {table.name} {show_key(key)}: a concurrent transaction wrote a "
             f"version starting {created_at.isoformat()}, after this transaction's "
             f"timestamp {tx.stamp.isoformat()}; roll back and retry"
         )
@@ -457,14 +441,14 @@ def _onupdate_values(columns: list[Column[Any]], changed: dict[str, Any]) -> dic
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     try:
         return bool(a == b) and type(a) is type(b)
     except Exception:  # values that refuse comparison are treated as changed
         return False
 
 
-def _show(key: Key) -> str:
+def show_key(key: Key) -> str:
     return repr(key[0]) if len(key) == 1 else repr(key)
 
 
@@ -493,177 +477,3 @@ def needs_generated_id(table: Table, dialect: str) -> Column[Any] | None:
 def note_explicit_id(table: Table, tx: _Tx, value: Any) -> None:
     if table in tx.next_id and isinstance(value, int) and value > tx.next_id[table]:
         tx.next_id[table] = value
-
-
-# -- the unit of work --------------------------------------------------------
-
-
-@dataclass
-class _Change:
-    state: InstanceState[Any]
-    key: Key
-    values: dict[str, Any]  # column name -> new value
-    attrs: dict[str, str]  # column name -> attribute key
-    read: datetime | None  # created_at of the version the object was loaded from
-
-
-def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
-    token: Any = state.key[2] if state.key is not None else None
-    if is_slice_token(token):
-        assert state.key is not None
-        raise ReadOnlyError(
-            f"cannot {doing} {state.class_.__name__} {_show(state.key[1])}: it was read as of "
-            f"{token.at.isoformat()}, and the past is read-only; load the current "
-            "object (without as_of) to change it"
-        )
-
-
-@event.listens_for(Temporal, "before_insert", propagate=True)
-def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    tx = transaction_state(connection)
-    table = mapper.local_table
-    assert isinstance(table, Table)
-    tx.written.add(table)
-    target.created_at = tx.stamp
-    target.expired_at = None
-    generated = needs_generated_id(table, tx.dialect)
-    if generated is not None:
-        attr = mapper.get_property_by_column(generated).key
-        value = getattr(target, attr)
-        if value is None:
-            setattr(target, attr, next_id(connection, table, tx))
-        else:
-            note_explicit_id(table, tx, value)
-
-
-@event.listens_for(Temporal, "before_update", propagate=True)
-def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    state = instance_state(target)
-    table = mapper.local_table
-    assert isinstance(table, Table)
-    columns = _writable_columns(mapper)
-    values: dict[str, Any] = {}
-    attrs: dict[str, str] = {}
-    for attr_key, old in _compat.modified_attributes(state):
-        column = columns.get(attr_key)
-        if column is None:
-            continue
-        new = state.dict.get(attr_key)
-        if old is not _compat.NO_VALUE and _same(old, new):
-            continue
-        _refuse_slice(state, "change")
-        if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
-            raise UnsupportedError(
-                f"{mapper.class_.__name__}.{attr_key} cannot be changed: "
-                + ("temporal maintains the period columns"
-                   if column.name in (CREATED_AT, EXPIRED_AT) else
-                   "the key names the entity; delete it and insert a new one instead")
-            )
-        values[column.name] = new
-        attrs[column.name] = attr_key
-    if not values:
-        return
-    for name, attr in attrs.items():
-        set_committed_value(target, attr, values[name])  # the ORM now sees nothing to UPDATE
-    assert state.key is not None
-    tx = transaction_state(connection)
-    read = state.dict.get(CREATED_AT)  # the version these values were computed from
-    tx.pending.setdefault(table, []).append(_Change(state, state.key[1], values, attrs, read))
-
-
-@event.listens_for(Temporal, "after_update", propagate=True)
-def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    table = mapper.local_table
-    tx = transaction_state(connection)
-    batch = tx.pending.pop(table, None)  # type: ignore[call-overload]
-    if not batch:
-        return
-    assert isinstance(table, Table)
-    by_key = {c.key: c for c in batch}
-    read = {c.key: c.read for c in batch if c.read is not None}
-    written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read)
-    onupdate = [c for c in table.c if c.onupdate is not None]
-    for key, change in by_key.items():
-        row = written.get(key)
-        if row is None:
-            continue
-        obj = change.state.obj()
-        if obj is None:
-            continue
-        set_committed_value(obj, CREATED_AT, tx.stamp)
-        for col in onupdate:
-            if col.name not in change.values:
-                prop = mapper.get_property_by_column(col)
-                if getattr(col.onupdate, "is_clause_element", False):
-                    _compat.expire_attributes(change.state, [prop.key])
-                else:
-                    set_committed_value(obj, prop.key, row[col.name])
-
-
-@event.listens_for(Temporal, "before_delete", propagate=True)
-def _before_delete(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    raise UnsupportedError(
-        f"{mapper.class_.__name__} reached a plain DELETE during flush, which would destroy "
-        "its history; delete temporal objects with session.delete()"
-    )
-
-
-@event.listens_for(Session, "before_flush")
-def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    for obj in session.dirty:
-        state = instance_state(obj)
-        if state.key is not None and is_slice_token(state.key[2]) and \
-                session.is_modified(obj, include_collections=False):
-            _refuse_slice(state, "change")
-    _promote_orphans(session)
-    doomed: dict[Mapper[Any], list[Any]] = defaultdict(list)
-    for obj in session.deleted:
-        state = instance_state(obj)
-        _refuse_slice(state, "delete")
-        mapper = object_mapper(obj)
-        if is_temporal_table(mapper.local_table):
-            doomed[mapper].append(obj)
-    for mapper, objs in doomed.items():
-        conn = session.connection(bind_arguments={"mapper": mapper})
-        tx = transaction_state(conn)
-        table = mapper.local_table
-        assert isinstance(table, Table)
-        states = [instance_state(o) for o in objs]
-        read = {st.key[1]: st.dict[CREATED_AT] for st in states  # type: ignore[index]
-                if CREATED_AT in st.dict}
-        expire_versions(conn, table, [st.key[1] for st in states], tx, read)  # type: ignore[index]
-    # Only now: the SQL above needed every key, and from here the ORM treats
-    # them as deleted (restored on rollback) without emitting a DELETE.
-    _compat.mark_deleted(session, [instance_state(o) for objs in doomed.values() for o in objs])
-
-
-@functools.cache
-def _writable_columns(mapper: Mapper[Any]) -> dict[str, Column[Any]]:
-    """Attribute key -> column of the mapper's own table."""
-    out = {}
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        if isinstance(column, Column) and column.table is mapper.local_table:
-            out[prop.key] = column
-    return out
-
-
-@functools.cache
-def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
-    return tuple(rel for rel in mapper.relationships
-                 if rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table))
-
-
-def _promote_orphans(session: Session) -> None:
-    """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
-    for obj in list(session.dirty) + list(session.new):
-        for rel in _orphaning_relationships(object_mapper(obj)):
-            history = instance_state(obj).attrs[rel.key].history
-            for child in history.deleted or ():
-                state = instance_state(child)
-                if (state.key is not None and child not in session.deleted
-                        and _compat.is_orphan(rel.mapper, state)):
-                    session.delete(child)
-
-
-__all__ = ["transaction_time"]

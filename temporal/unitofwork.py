@@ -1,0 +1,218 @@
+"""The ORM unit of work, versioned.
+
+The ORM does the bookkeeping it is good at (dependency order, foreign keys
+synced from relationships, defaults) and temporal takes over only the
+statements for temporal tables:
+
+* ``before_insert`` stamps the period (and hands out ids on SQLite);
+* ``before_update`` records an object's net column changes and marks them
+  committed, so the ORM emits no UPDATE of its own; the first
+  ``after_update`` for that table writes the whole batch set-based through
+  :func:`temporal.versioning.write_versions`;
+* ``before_flush`` expires deleted objects (delete-orphans included) and moves
+  them to the ORM's "deleted" state without the ORM issuing a DELETE; it also
+  refuses changes to objects read as of the past.
+
+An ORM object remembers which version it was loaded from (its ``created_at``);
+only that version may be expired, so a change computed from stale data is a
+:class:`~temporal.ConflictError`, never a silently lost update.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Connection, Table, event
+from sqlalchemy.orm import Mapper, Session, object_mapper
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.state import InstanceState
+
+from temporal import _compat
+from temporal.errors import ReadOnlyError, UnsupportedError
+from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table
+from temporal.query import is_slice_token
+from temporal.versioning import (
+    Key,
+    expire_versions,
+    needs_generated_id,
+    next_id,
+    note_explicit_id,
+    same_value,
+    show_key,
+    transaction_state,
+    write_versions,
+)
+
+
+@dataclass
+class _Change:
+    state: InstanceState[Any]
+    key: Key
+    values: dict[str, Any]  # column name -> new value
+    attrs: dict[str, str]  # column name -> attribute key
+    read: datetime | None  # created_at of the version the object was loaded from
+
+
+def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
+    token: Any = state.key[2] if state.key is not None else None
+    if is_slice_token(token):
+        assert state.key is not None
+        raise ReadOnlyError(
+            f"cannot {doing} {state.class_.__name__} {show_key(state.key[1])}: it was read as of "
+            f"{token.at.isoformat()}, and the past is read-only; load the current "
+            "object (without as_of) to change it"
+        )
+
+
+@event.listens_for(Temporal, "before_insert", propagate=True)
+def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    tx = transaction_state(connection)
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    tx.written.add(table)
+    target.created_at = tx.stamp
+    target.expired_at = None
+    generated = needs_generated_id(table, tx.dialect)
+    if generated is not None:
+        attr = mapper.get_property_by_column(generated).key
+        value = getattr(target, attr)
+        if value is None:
+            setattr(target, attr, next_id(connection, table, tx))
+        else:
+            note_explicit_id(table, tx, value)
+
+
+@event.listens_for(Temporal, "before_update", propagate=True)
+def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    state = instance_state(target)
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    columns = _writable_columns(mapper)
+    values: dict[str, Any] = {}
+    attrs: dict[str, str] = {}
+    for attr_key, old in _compat.modified_attributes(state):
+        column = columns.get(attr_key)
+        if column is None:
+            continue
+        new = state.dict.get(attr_key)
+        if old is not _compat.NO_VALUE and same_value(old, new):
+            continue
+        _refuse_slice(state, "change")
+        if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
+            raise UnsupportedError(
+                f"{mapper.class_.__name__}.{attr_key} cannot be changed: "
+                + ("temporal maintains the period columns"
+                   if column.name in (CREATED_AT, EXPIRED_AT) else
+                   "the key names the entity; delete it and insert a new one instead")
+            )
+        values[column.name] = new
+        attrs[column.name] = attr_key
+    if not values:
+        return
+    for name, attr in attrs.items():
+        set_committed_value(target, attr, values[name])  # the ORM now sees nothing to UPDATE
+    assert state.key is not None
+    tx = transaction_state(connection)
+    read = state.dict.get(CREATED_AT)  # the version these values were computed from
+    tx.pending.setdefault(table, []).append(_Change(state, state.key[1], values, attrs, read))
+
+
+@event.listens_for(Temporal, "after_update", propagate=True)
+def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    table = mapper.local_table
+    tx = transaction_state(connection)
+    batch = tx.pending.pop(table, None)  # type: ignore[call-overload]
+    if not batch:
+        return
+    assert isinstance(table, Table)
+    by_key = {c.key: c for c in batch}
+    read = {c.key: c.read for c in batch if c.read is not None}
+    written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read)
+    onupdate = [c for c in table.c if c.onupdate is not None]
+    for key, change in by_key.items():
+        row = written.get(key)
+        if row is None:
+            continue
+        obj = change.state.obj()
+        if obj is None:
+            continue
+        set_committed_value(obj, CREATED_AT, tx.stamp)
+        for col in onupdate:
+            if col.name not in change.values:
+                prop = mapper.get_property_by_column(col)
+                if getattr(col.onupdate, "is_clause_element", False):
+                    _compat.expire_attributes(change.state, [prop.key])
+                else:
+                    set_committed_value(obj, prop.key, row[col.name])
+
+
+@event.listens_for(Temporal, "before_delete", propagate=True)
+def _before_delete(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    raise UnsupportedError(
+        f"{mapper.class_.__name__} reached a plain DELETE during flush, which would destroy "
+        "its history; delete temporal objects with session.delete()"
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    for obj in session.dirty:
+        state = instance_state(obj)
+        if state.key is not None and is_slice_token(state.key[2]) and \
+                session.is_modified(obj, include_collections=False):
+            _refuse_slice(state, "change")
+    _promote_orphans(session)
+    doomed: dict[Mapper[Any], list[Any]] = defaultdict(list)
+    for obj in session.deleted:
+        state = instance_state(obj)
+        _refuse_slice(state, "delete")
+        mapper = object_mapper(obj)
+        if is_temporal_table(mapper.local_table):
+            doomed[mapper].append(obj)
+    for mapper, objs in doomed.items():
+        conn = session.connection(bind_arguments={"mapper": mapper})
+        tx = transaction_state(conn)
+        table = mapper.local_table
+        assert isinstance(table, Table)
+        states = [instance_state(o) for o in objs]
+        read = {st.key[1]: st.dict[CREATED_AT] for st in states  # type: ignore[index]
+                if CREATED_AT in st.dict}
+        expire_versions(conn, table, [st.key[1] for st in states], tx, read)  # type: ignore[index]
+    # Only now: the SQL above needed every key, and from here the ORM treats
+    # them as deleted (restored on rollback) without emitting a DELETE.
+    _compat.mark_deleted(session, [instance_state(o) for objs in doomed.values() for o in objs])
+
+
+@functools.cache
+def _writable_columns(mapper: Mapper[Any]) -> dict[str, Column[Any]]:
+    """Attribute key -> column of the mapper's own table."""
+    out = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if isinstance(column, Column) and column.table is mapper.local_table:
+            out[prop.key] = column
+    return out
+
+
+@functools.cache
+def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
+    return tuple(rel for rel in mapper.relationships
+                 if rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table))
+
+
+def _promote_orphans(session: Session) -> None:
+    """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
+    for obj in list(session.dirty) + list(session.new):
+        for rel in _orphaning_relationships(object_mapper(obj)):
+            history = instance_state(obj).attrs[rel.key].history
+            for child in history.deleted or ():
+                state = instance_state(child)
+                if (state.key is not None and child not in session.deleted
+                        and _compat.is_orphan(rel.mapper, state)):
+                    session.delete(child)
+
