@@ -43,6 +43,7 @@ from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
 from temporal.manifest import (
     FileEntry,
     Manifest,
+    canonical,
     canonical_row,
 )
 from temporal.model import CREATED_AT, EXPIRED_AT
@@ -327,10 +328,11 @@ def _write_table(source: _Source, out_dir: Path, fmt: str, rows_per_file: int,
         if current is None:
             path = folder / f"part-{len(entries):05d}.{fmt}"
             current, in_part = open_part(path), 0
-        encoded = canonical_row(tuple(row))
+        canon = [canonical(v) for v in row]
+        encoded = canonical_row(canon)
         table_digest.update(encoded)
         digest.update(encoded)
-        current.add(row)
+        current.add(row, canon)
         in_part += 1
         total += 1
         if on_progress is not None and total % FETCH_ROWS == 0:

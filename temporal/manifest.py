@@ -76,10 +76,9 @@ def canonical(value: Any) -> Any:
     return str(value)
 
 
-def canonical_row(row: tuple[Any, ...]) -> bytes:
-    """One row's bytes in the content digest: a compact JSON array of canonical values."""
-    return json.dumps([canonical(v) for v in row], ensure_ascii=False,
-                      separators=(",", ":")).encode() + b"\n"
+def canonical_row(values: list[str | None]) -> bytes:
+    """One row's bytes in the content digest: a compact JSON array of its canonical values."""
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 @dataclass

@@ -40,18 +40,17 @@ class WriterError(TemporalError):
 
 
 class Part(Protocol):
-    def add(self, row: Sequence[Any]) -> None: ...
+    def add(self, row: Sequence[Any], canon: list[str | None]) -> None:
+        """Add a row; ``canon`` holds its values already in canonical text."""
 
     def close(self) -> tuple[str, int]: ...
 
 
-def csv_line(values: Iterable[Any]) -> bytes:
-    """NULL is an empty field; every other value is quoted, so ``""`` is the empty string."""
-    fields = []
-    for value in values:
-        text_value = canonical(value)
-        fields.append("" if text_value is None else '"' + text_value.replace('"', '""') + '"')
-    return (",".join(fields) + "\n").encode()
+def csv_line(canon: Iterable[str | None]) -> bytes:
+    """From canonical values: NULL is an empty field; every other value is quoted,
+    so ``""`` is the empty string."""
+    return (",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in canon)
+            + "\n").encode()
 
 
 def json_value(value: Any) -> Any:
@@ -65,7 +64,8 @@ def json_value(value: Any) -> Any:
 class _TextPart:
     """CSV or JSON lines, hashed as written."""
 
-    def __init__(self, path: Path, encode: Callable[[Sequence[Any]], bytes],
+    def __init__(self, path: Path,
+                 encode: Callable[[Sequence[Any], list[str | None]], bytes],
                  header: bytes = b"") -> None:
         self.handle: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha256 = hashlib.sha256()
@@ -73,8 +73,8 @@ class _TextPart:
         self.encode = encode
         self.pending: list[bytes] = [header] if header else []
 
-    def add(self, row: Sequence[Any]) -> None:
-        self.pending.append(self.encode(row))
+    def add(self, row: Sequence[Any], canon: list[str | None]) -> None:
+        self.pending.append(self.encode(row, canon))
         if len(self.pending) >= BATCH_ROWS:
             self._flush()
 
@@ -145,7 +145,7 @@ class _ParquetPart:
         self.rows: list[Sequence[Any]] = []
         self.writer: Any = None
 
-    def add(self, row: Sequence[Any]) -> None:
+    def add(self, row: Sequence[Any], canon: list[str | None]) -> None:
         self.rows.append(row)
         if len(self.rows) >= BATCH_ROWS:
             self._flush()
@@ -187,9 +187,9 @@ def part_maker(fmt: str, columns: list[str]) -> Callable[[Path], Part]:
     """A function that opens the next part file of one table in ``fmt``."""
     if fmt == "csv":
         header = csv_line(columns)
-        return lambda path: _TextPart(path, csv_line, header)
+        return lambda path: _TextPart(path, lambda row, canon: csv_line(canon), header)
     if fmt == "jsonl":
-        def encode(row: Sequence[Any]) -> bytes:
+        def encode(row: Sequence[Any], canon: list[str | None]) -> bytes:
             return json.dumps({c: json_value(v) for c, v in zip(columns, row, strict=True)},
                               ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
