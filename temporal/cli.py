@@ -88,12 +88,15 @@ def _progress() -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
     bar.start()
     tasks: dict[str, Any] = {}
     started: dict[str, float] = {}
+    last_report = [time.monotonic()]  # a table's clock starts when the one before it ended
 
     def report(p: Progress) -> None:
+        now = time.monotonic()
         if p.table not in tasks:
             tasks[p.table] = bar.add_task(p.table, total=None, rate="")
-            started[p.table] = time.monotonic()
-        elapsed = max(time.monotonic() - started[p.table], 1e-6)
+            started[p.table] = last_report[0]
+        last_report[0] = now
+        elapsed = max(now - started[p.table], 1e-3)
         bar.update(tasks[p.table], completed=p.rows, rate=f"{p.rows / elapsed:,.0f} rows/s")
 
     return report, bar.stop
