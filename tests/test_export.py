@@ -309,3 +309,12 @@ def test_a_query_that_writes_is_refused_and_writes_nothing(
         assert conn.execute(text("SELECT count(*) FROM customers")).scalar_one() == 4
         assert conn.execute(text("SELECT count(*) FROM regions")).scalar_one() == 0
     assert not (tmp_path / "w").exists()
+
+
+def test_the_readme_publishes_the_same_json_schema() -> None:
+    from temporal.manifest import MANIFEST_SCHEMA
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("<summary>The manifest's JSON Schema</summary>")[1]
+    published = json.loads(block.split("```json\n")[1].split("\n```")[0])
+    assert published == MANIFEST_SCHEMA
