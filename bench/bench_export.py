@@ -24,6 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import _scratch
 from sqlalchemy import create_engine, text
 
 AS_OF = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -103,15 +104,6 @@ def peak_rss_child(url: str, rows: int) -> int:
     return int(json.loads(done.stdout.strip().splitlines()[-1])) // 1024
 
 
-def scratch(url: str) -> str:
-    base = create_engine(url, isolation_level="AUTOCOMMIT")
-    with base.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS temporal_bench_export WITH (FORCE)"))
-        conn.execute(text("CREATE DATABASE temporal_bench_export"))
-    base.dispose()
-    return base.url.set(database="temporal_bench_export").render_as_string(hide_password=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -119,7 +111,7 @@ def main() -> None:
     parser.add_argument("--memory-rows", type=int, default=5_000_000)
     parser.add_argument("--skip-pandas", action="store_true")
     args = parser.parse_args()
-    url = scratch(args.url)
+    url = _scratch.create(args.url, "temporal_bench_export")
     fill(url, args.rows)
     with tempfile.TemporaryDirectory() as tmp:
         copy_s = min(raw_copy(url, Path(tmp) / f"copy{i}.csv") for i in range(2))
@@ -137,10 +129,7 @@ def main() -> None:
     print(f"peak RSS: {small} MiB for {args.rows:,} rows, {large} MiB for "
           f"{args.memory_rows:,} rows ({large / small:.2f}x for "
           f"{args.memory_rows / args.rows:.0f}x the rows)")
-    base = create_engine(args.url, isolation_level="AUTOCOMMIT")
-    with base.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS temporal_bench_export WITH (FORCE)"))
-    base.dispose()
+    _scratch.drop(args.url, "temporal_bench_export")
 
 
 

@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any
 
+import _scratch
 from sqlalchemy import Engine, String, create_engine, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -182,15 +183,6 @@ def measure(url: str, variant: str, case: str) -> float:
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 
-def scratch_database(url: str) -> str:
-    base = create_engine(url, isolation_level="AUTOCOMMIT")
-    with base.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS temporal_bench WITH (FORCE)"))
-        conn.execute(text("CREATE DATABASE temporal_bench"))
-    base.dispose()
-    return base.url.set(database="temporal_bench").render_as_string(hide_password=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -201,7 +193,7 @@ def main() -> None:
     if args.child:
         child(args.url, *args.child)
         return
-    url = scratch_database(args.url)
+    url = _scratch.create(args.url, "temporal_bench")
     pairs = [
         (f"ORM load+change+commit, {ROWS_ORM:,} rows: temporal / plain",
          ("temporal", "orm_update"), ("plain", "orm_update"), 1.5),
@@ -229,10 +221,7 @@ def main() -> None:
         verdict = "" if target is None else ("  ok" if ratio <= target else "  OVER")
         goal = "" if target is None else f" (target <= {target})"
         print(f"{label}: {ratio:.2f}x{spread}{goal}{verdict}")
-    engine = create_engine(args.url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS temporal_bench WITH (FORCE)"))
-    engine.dispose()
+    _scratch.drop(args.url, "temporal_bench")
 
 
 if __name__ == "__main__":

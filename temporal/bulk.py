@@ -37,7 +37,6 @@ from sqlalchemy import (
     event,
     insert,
     literal,
-    null,
     select,
     true,
     tuple_,
@@ -62,6 +61,7 @@ from temporal.versioning import (
     key_of,
     needs_generated_id,
     next_id,
+    next_version,
     note_explicit_id,
     period_values,
     transaction_state,
@@ -240,16 +240,8 @@ def _next_versions_postgresql(
         .cte("temporal_old")
     )
     adapt = ClauseAdapter(old).traverse
-    chosen: list[Any] = []
-    for col in table.c:
-        if col.name == CREATED_AT:
-            chosen.append(literal(tx.stamp, col.type))
-        elif col.name == EXPIRED_AT:
-            chosen.append(null())
-        elif col.name in values:
-            chosen.append(_as_expression(adapt(values[col.name]), col))
-        else:
-            chosen.append(old.c[col.name])
+    new = {name: _as_expression(adapt(value), table.c[name]) for name, value in values.items()}
+    chosen = next_version(table, tx.stamp, new, lambda col: old.c[col.name])
     stmt = (insert(table).from_select([c.name for c in table.c], select(*chosen)).add_cte(old)
             .execution_options(preserve_rowcount=True))
     count: int = execute(conn, stmt).rowcount

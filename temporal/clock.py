@@ -85,15 +85,6 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
 
 
-def format_duration(delta: timedelta) -> str:
-    """The inverse of :func:`parse_duration` for whole seconds (``90d``, ``36h``)."""
-    seconds = int(delta.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        if seconds and seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
-
-
 def isoformat(moment: datetime) -> str:
     """Canonical text for a moment: UTC, microseconds, ``Z`` suffix."""
     return aware(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Column, Identity, Index, Integer, MetaData, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
-from sqlalchemy.schema import SchemaItem
 
 from temporal.types import UTCDateTime
 
@@ -56,7 +55,8 @@ class Temporal:
 
     @classmethod
     def __table_cls__(cls, name: str, metadata: MetaData, *args: Any, **kw: Any) -> Table:
-        return Table(name, metadata, *_temporal_table_args(name, args), **kw)
+        info = {**kw.pop("info", {}), "temporal": True}
+        return Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:
@@ -111,7 +111,6 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
     out.append(Index(f"{name}_expired_at", expired_at,
                      postgresql_where=expired_at.isnot(None),
                      sqlite_where=expired_at.isnot(None)))
-    out.append(_TEMPORAL_MARK)
     return out
 
 
@@ -122,14 +121,3 @@ def _current_index(name: str, columns: list[Column[Any]], current: Any) -> Index
 def _is_integer(column: Column[Any]) -> bool:
     affinity = column.type._type_affinity
     return affinity is not None and issubclass(affinity, Integer)
-
-
-class _Mark(SchemaItem):
-    """Tags the table as temporal (``table.info["temporal"]``) when attached."""
-
-    def _set_parent(self, parent: Any, **kw: Any) -> None:
-        parent.info["temporal"] = True
-
-
-_TEMPORAL_MARK = _Mark()
-

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -133,13 +133,6 @@ def key_of(row: Any, table: Table) -> Key:
     return tuple(row[c.name] for c in key_columns(table))
 
 
-def key_in(table: Table, keys: Sequence[Key]) -> ColumnElement[bool]:
-    cols = key_columns(table)
-    if len(cols) == 1:
-        return cols[0].in_([k[0] for k in keys])
-    return tuple_(*cols).in_(keys)
-
-
 def matching(
     table: Table, keys: Sequence[Key], dialect: str
 ) -> Iterator[ColumnElement[bool]]:
@@ -189,18 +182,25 @@ def _insert_next_versions(
         rows = [(*key, *(olds[key][n] for n in names)) for key in group]
         for source in _row_sources(columns, rows, tx.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
-            chosen: list[Any] = []
-            for col in table.c:
-                if col.name == CREATED_AT:
-                    chosen.append(literal(tx.stamp, col.type))
-                elif col.name == EXPIRED_AT:
-                    chosen.append(null())
-                else:
-                    chosen.append(new_value.get(col.name, col))
+            chosen = next_version(table, tx.stamp, new_value, lambda col: col)
             on = and_(*(c == source.c[f"s{i}"] for i, c in enumerate(match)))
             rows_from = select(*chosen).select_from(table.join(source, on)).where(
                 table.c[EXPIRED_AT] == tx.stamp, table.c[CREATED_AT] < tx.stamp)
             execute(conn, insert(table).from_select([c.name for c in table.c], rows_from))
+
+
+def next_version(table: Table, stamp: datetime, new: dict[str, Any],
+                 old: Callable[[Column[Any]], Any]) -> list[Any]:
+    """The SELECT list of a next version: new values, the rest carried from ``old``."""
+    chosen: list[Any] = []
+    for col in table.c:
+        if col.name == CREATED_AT:
+            chosen.append(literal(stamp, col.type))
+        elif col.name == EXPIRED_AT:
+            chosen.append(null())
+        else:
+            chosen.append(new[col.name] if col.name in new else old(col))
+    return chosen
 
 
 def _row_sources(
