@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from temporal import _compat
 from temporal.clock import aware
+from temporal.errors import UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
 
 ALL_VERSIONS = "temporal_all_versions"
@@ -211,8 +212,6 @@ def history(session: Session, model: type[Any], key: Any) -> list[Row[Any]]:
 def temporal_table(model: type[Any]) -> Table:
     table = getattr(model, "__table__", None)
     if not is_temporal_table(table):
-        from temporal.errors import UnsupportedError
-
         raise UnsupportedError(f"{getattr(model, '__name__', model)!r} is not a Temporal model")
     assert isinstance(table, Table)
     return table

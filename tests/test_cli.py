@@ -125,3 +125,17 @@ def test_past_moment_inside_the_history(populated: tuple[str, str], tmp_path: Pa
     cli("export", "--as-of", before, "--table", "customers", "--out", str(tmp_path / "b"),
         "--url", url)
     assert '"gold"' not in (tmp_path / "b" / "customers" / "part-00000.csv").read_text()
+
+
+def test_query_export_from_the_command_line(populated: tuple[str, str], tmp_path: Path) -> None:
+    url, moment = populated
+    done = cli("export", "--as-of", moment, "--query",
+               "SELECT tier, count(*) AS n FROM customers GROUP BY tier", "--name", "tiers",
+               "--format", "jsonl", "--out", str(tmp_path / "q"), "--url", url)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "q" / "tiers" / "part-00000.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"tier": "basic", "n": 1},
+                                                    {"tier": "gold", "n": 1}]
+    refused = cli("export", "--as-of", moment, "--query", "DELETE FROM customers",
+                  "--out", str(tmp_path / "d"), "--url", url)
+    assert refused.returncode == 1 and "the query failed" in refused.stderr
