@@ -20,7 +20,8 @@ filled in. UPDATE ... RETURNING and INSERT ... FROM SELECT are refused rather
 than silently mis-versioned.
 
 Afterwards, objects of that model in the session are expired (updates) or
-removed (deletes), as ``synchronize_session="fetch"`` would.
+moved to the "deleted" state (deletes; restored on rollback), as SQLAlchemy's
+own bulk statements do.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from sqlalchemy.engine import IteratorResult
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.orm import InstrumentedAttribute, Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -328,23 +330,24 @@ def _delete_where(
 
 
 def _expire_in_session(session: Session, mapper: Mapper[Any]) -> None:
-    for obj in _current_objects(session, mapper):
-        session.expire(obj)
+    for state in _current_states(session, mapper):
+        session.expire(state.obj())
 
 
 def _forget_in_session(session: Session, mapper: Mapper[Any], keys: set[tuple[Any, ...]]) -> None:
-    for obj in _current_objects(session, mapper):
-        key = mapper.identity_key_from_instance(obj)[1]
-        if key in keys:
-            session.expunge(obj)
+    """Deleted rows: their objects go to the "deleted" state, as after a flushed delete."""
+    gone = [state for state in _current_states(session, mapper)
+            if state.key is not None and state.key[1] in keys]
+    _compat.mark_deleted(session, gone)
 
 
-def _current_objects(session: Session, mapper: Mapper[Any]) -> list[Any]:
+def _current_states(session: Session, mapper: Mapper[Any]) -> list[InstanceState[Any]]:
     found = []
     for obj in list(session):
-        key = instance_state(obj).key
-        if key is not None and not is_slice_token(key[2]) and isinstance(obj, mapper.class_):
-            found.append(obj)
+        state = instance_state(obj)
+        if state.key is not None and not is_slice_token(state.key[2]) \
+                and isinstance(obj, mapper.class_):
+            found.append(state)
     return found
 
 

@@ -167,25 +167,24 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
                 session.is_modified(obj, include_collections=False):
             _refuse_slice(state, "change")
     _promote_orphans(session)
-    doomed: dict[Mapper[Any], list[Any]] = defaultdict(list)
+    doomed: dict[Mapper[Any], list[InstanceState[Any]]] = defaultdict(list)
     for obj in session.deleted:
         state = instance_state(obj)
         _refuse_slice(state, "delete")
         mapper = object_mapper(obj)
         if is_temporal_table(mapper.local_table):
-            doomed[mapper].append(obj)
-    for mapper, objs in doomed.items():
+            doomed[mapper].append(state)
+    for mapper, states in doomed.items():
         conn = session.connection(bind_arguments={"mapper": mapper})
         tx = transaction_state(conn)
         table = mapper.local_table
         assert isinstance(table, Table)
-        states = [instance_state(o) for o in objs]
         read = {st.key[1]: st.dict[CREATED_AT] for st in states  # type: ignore[index]
                 if CREATED_AT in st.dict}
         expire_versions(conn, table, [st.key[1] for st in states], tx, read)  # type: ignore[index]
     # Only now: the SQL above needed every key, and from here the ORM treats
     # them as deleted (restored on rollback) without emitting a DELETE.
-    _compat.mark_deleted(session, [instance_state(o) for objs in doomed.values() for o in objs])
+    _compat.mark_deleted(session, [state for states in doomed.values() for state in states])
 
 
 @functools.cache
