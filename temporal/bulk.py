@@ -140,7 +140,12 @@ def _prepare_insert(
                 "multi-row insert().values([...]) into a temporal model is not supported; "
                 "pass the rows as parameters: session.execute(insert(Model), rows)"
             )
-        extra = {k: v for k, v in complete({}).items() if k not in _values_keys(statement)}
+        given = _values_keys(statement)
+        if id_attr is not None and id_attr in given:
+            tx.next_id.pop(table, None)  # an explicit id: re-read the highest before the next
+            extra = dict(period)
+        else:
+            extra = complete({})
         state.statement = statement.values(**extra)  # type: ignore[attr-defined]
     else:
         state.parameters = complete(dict(params or {}))

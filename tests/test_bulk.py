@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, event, insert, select, update
+from sqlalchemy import URL, Engine, create_engine, delete, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from temporal import UnsupportedError, history, transaction_time
@@ -142,3 +142,17 @@ def test_unsupported_forms_are_refused_without_writing(db: Engine) -> None:
             s.execute(insert(Customer).from_select(["name"], select(Customer.name)))
         s.rollback()
     assert physical(db) == before
+
+
+def test_an_explicit_id_in_insert_values_is_never_handed_out_again(sqlite_url: URL) -> None:
+    # SQLite only: there temporal hands out ids itself. (PostgreSQL's identity
+    # column, like any, is not advanced by explicit ids.)
+    engine = create_engine(sqlite_url)
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        s.execute(insert(Customer), [{"name": "generated"}])  # primes the id counter
+        s.execute(insert(Customer).values(id=1000, name="explicit"))
+        s.add(Customer(name="next"))
+        s.flush()
+        assert s.scalars(select(Customer.id).where(Customer.name == "next")).one() > 1000
+    engine.dispose()
