@@ -18,8 +18,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from temporal import catalog
 from temporal._version import VERSION
-from temporal.clock import parse_duration, parse_time
+from temporal.clock import format_duration, parse_duration, parse_time
 from temporal.errors import TemporalError
 from temporal.export import Progress, export, table_history
 from temporal.verification import verify
@@ -176,6 +177,92 @@ def history_command(
     for row in rows:
         view.add_row(*("" if v is None else str(v) for v in row))
     Console().print(view)
+
+
+db_app = typer.Typer(help="The catalog of temporal tables (its schema and what it holds).",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade_command(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    url: UrlOption = None,
+) -> None:
+    """Create or upgrade the catalog tables; register temporal tables it does not list."""
+    at = catalog.upgrade(database_url(url), revision)
+    typer.echo(f"catalog at revision {at}")
+
+
+@db_app.command("downgrade")
+def db_downgrade_command(
+    revision: Annotated[str, typer.Argument(help="Target revision (base removes the "
+                                            "catalog).")],
+    url: UrlOption = None,
+) -> None:
+    """Take the catalog back to an earlier revision."""
+    at = catalog.downgrade(database_url(url), revision)
+    typer.echo(f"catalog at revision {at or 'base (no catalog)'}")
+
+
+@db_app.command("status")
+def db_status_command(url: UrlOption = None) -> None:
+    """The catalog's revision and every temporal table: key, TTL, rows, size."""
+    state = catalog.status(database_url(url))
+    if state.revision is None:
+        typer.echo(f"catalog: none (run `temporal db upgrade`; head is {state.head})")
+    else:
+        behind = "" if state.revision == state.head else f" (head is {state.head}: upgrade)"
+        typer.echo(f"catalog: revision {state.revision}{behind}")
+    if not state.tables:
+        typer.echo("no temporal tables")
+        return
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    view = RichTable("table", "key", "ttl", "current rows", "history rows", "size",
+                     box=None, header_style="bold")
+    for t in state.tables:
+        name = t.table if t.registered else f"{t.table} (unregistered)"
+        view.add_row(name, ", ".join(t.key), format_duration(t.ttl) if t.ttl else "none",
+                     f"{t.current_rows:,}", f"{t.history_rows:,}",
+                     _size(t.size_bytes))
+    Console(width=200).print(view)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+@app.command("ttl")
+def ttl_command(
+    table: Annotated[str, typer.Argument(help="A registered temporal table.")],
+    ttl: Annotated[str | None, typer.Argument(help="How long history stays in the table "
+                                              "(90d, 12h); omit to show it.")] = None,
+    none: Annotated[bool, typer.Option("--none", help="Keep history forever (no TTL).")
+                    ] = False,
+    url: UrlOption = None,
+) -> None:
+    """Show or change how long a table's history stays before `temporal archive` moves it."""
+    if ttl is not None and none:
+        fail("give a TTL or --none, not both", 2)
+    source = database_url(url)
+    if ttl is None and not none:
+        from temporal.database import engine_for
+
+        with engine_for(source) as engine, engine.connect() as conn:
+            entry = catalog.registration(conn, table)
+    else:
+        entry = catalog.set_ttl(source, table, None if none else parse_duration(ttl or ""))
+    shown = format_duration(entry.ttl) if entry.ttl else "none (history is kept)"
+    typer.echo(f"{entry.table}: ttl {shown}")
 
 
 def main() -> None:

@@ -88,3 +88,16 @@ def parse_duration(text: str) -> timedelta:
 def isoformat(moment: datetime) -> str:
     """Canonical text for a moment: UTC, microseconds, ``Z`` suffix."""
     return aware(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_duration(duration: timedelta) -> str:
+    """The shortest text :func:`parse_duration` reads back as ``duration`` (``90d``, ``1d12h``)."""
+    seconds = round(duration.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        count, seconds = divmod(seconds, _UNITS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

@@ -29,6 +29,10 @@ from temporal.types import UTCDateTime
 
 CREATED_AT = "created_at"
 EXPIRED_AT = "expired_at"
+#: ``Table.info`` keys: the mark of a temporal table and its TTL in seconds. Alembic
+#: renders ``info`` into ``op.create_table``, so a migration registers the table too.
+TEMPORAL_INFO = "temporal"
+TTL_INFO = "temporal_ttl"
 _PERIOD = frozenset({CREATED_AT, EXPIRED_AT})
 
 
@@ -55,7 +59,12 @@ class Temporal:
 
     @classmethod
     def __table_cls__(cls, name: str, metadata: MetaData, *args: Any, **kw: Any) -> Table:
-        info = {**kw.pop("info", {}), "temporal": True}
+        info = {**kw.pop("info", {}), TEMPORAL_INFO: True}
+        ttl = cls.__temporal_ttl__
+        if ttl is not None:
+            if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+                raise TypeError(f"{cls.__name__}.__temporal_ttl__ must be a positive timedelta")
+            info[TTL_INFO] = max(1, round(ttl.total_seconds()))
         return Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
 
     @declared_attr.directive
@@ -65,7 +74,7 @@ class Temporal:
 
 def is_temporal_table(table: Any) -> bool:
     """True for a table created by the :class:`Temporal` mixin."""
-    return isinstance(table, Table) and bool(table.info.get("temporal"))
+    return isinstance(table, Table) and bool(table.info.get(TEMPORAL_INFO))
 
 
 def key_columns(table: Table) -> list[Column[Any]]:

@@ -1,0 +1,320 @@
+"""The catalog: which tables are temporal, their entity key and their TTL.
+
+The command-line jobs (export, archive, status) know every temporal table from
+the database alone, without importing the application's models. They read
+``temporal_tables``, one row per temporal table. Its schema is migrated by
+the Alembic environment shipped in ``migrations/`` (installed as
+``temporal._migrations``), which records its revision in its own version
+table, ``temporal_alembic_version``, so it never collides with the
+application's Alembic history.
+
+Registration needs no step of its own: creating a temporal table, whether by
+``metadata.create_all()``, ``Table.create()`` or ``op.create_table`` in a
+migration, registers it with its key and TTL (a DDL ``after_create`` event),
+creating the catalog first if the database has none. Dropping it unregisters
+it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
+
+from temporal import clock
+from temporal._backend import SQLITE_CLOCK_TABLE
+from temporal.database import engine_for
+from temporal.errors import TemporalError
+from temporal.model import CREATED_AT, EXPIRED_AT, TTL_INFO, is_temporal_table, key_columns
+from temporal.types import UTCDateTime
+
+CATALOG_TABLE = "temporal_tables"
+VERSION_TABLE = "temporal_alembic_version"
+ARCHIVE_SUFFIX = "_archive"
+
+metadata = MetaData()
+tables = Table(
+    CATALOG_TABLE,
+    metadata,
+    Column("table_name", String(255), primary_key=True),
+    Column("key_columns", Text(), nullable=False),
+    Column("ttl_seconds", BigInteger(), nullable=True),
+    Column("registered_at", UTCDateTime(), nullable=False),
+    CheckConstraint("ttl_seconds IS NULL OR ttl_seconds > 0", name="temporal_tables_ttl_positive"),
+)
+
+#: Tables the library owns; an application's autogenerate should leave them alone.
+OWN_TABLES = frozenset({CATALOG_TABLE, VERSION_TABLE, SQLITE_CLOCK_TABLE})
+
+
+class CatalogError(TemporalError):
+    """The catalog is missing, out of date, or does not know a table."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered temporal table."""
+
+    table: str
+    key: list[str]
+    ttl: timedelta | None
+    registered_at: datetime
+
+
+# -- the Alembic environment --------------------------------------------------------
+
+
+def script_location() -> str:
+    """Where the catalog's Alembic environment is installed."""
+    package = importlib.import_module("temporal._migrations")
+    return str(Path(str(package.__file__)).parent)
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    """An Alembic ``Config`` for the catalog environment, bound to ``connection``."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(script_location()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The catalog revision this database is at (None: no catalog)."""
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def upgrade(source: str | Engine, revision: str = "head") -> str | None:
+    """Bring the catalog to ``revision``; register temporal tables it does not know yet.
+
+    Returns the revision the catalog is at afterwards.
+    """
+    from alembic import command
+
+    with engine_for(source) as engine, engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+        if current_revision(conn) == head_revision():
+            for name, key in _unregistered_temporal_tables(conn):
+                register(conn, name, key, None)
+        return current_revision(conn)
+
+
+def downgrade(source: str | Engine, revision: str = "base") -> str | None:
+    """Take the catalog back to ``revision`` ("base" removes it). Returns the revision."""
+    from alembic import command
+
+    with engine_for(source) as engine, engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
+        return current_revision(conn)
+
+
+def ensure(conn: Connection) -> None:
+    """Make sure the catalog exists at head, creating it if the database has none.
+
+    A fresh catalog is created from its metadata and stamped at head (what a
+    full upgrade would produce, checked by the tests); an old one must be
+    upgraded with ``temporal db upgrade`` first.
+    """
+    if conn.info.get("temporal.catalog") == head_revision():
+        return
+    revision = current_revision(conn)
+    if revision is None:
+        if inspect(conn).has_table(CATALOG_TABLE):
+            raise CatalogError(f"{CATALOG_TABLE} exists but has no revision in {VERSION_TABLE}; "
+                               "run `temporal db upgrade`")
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        metadata.create_all(conn)
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        context.stamp(ScriptDirectory(script_location()), "head")
+    elif revision != head_revision():
+        raise CatalogError(f"the catalog is at revision {revision}, this library needs "
+                           f"{head_revision()}: run `temporal db upgrade`")
+    conn.info["temporal.catalog"] = head_revision()
+
+
+# -- registrations -----------------------------------------------------------------
+
+
+def register(conn: Connection, table: str, key: list[str], ttl: timedelta | None) -> None:
+    """Record (or re-record) a temporal table with its key and TTL."""
+    ensure(conn)
+    conn.execute(delete(tables).where(tables.c.table_name == table))
+    conn.execute(insert(tables).values(
+        table_name=table, key_columns=json.dumps(key), ttl_seconds=_seconds(ttl),
+        registered_at=clock.now(),
+    ))
+
+
+def unregister(conn: Connection, table: str) -> None:
+    if inspect(conn).has_table(CATALOG_TABLE):
+        conn.execute(delete(tables).where(tables.c.table_name == table))
+
+
+def registrations(conn: Connection) -> list[Registration]:
+    """Every registered temporal table, by name (empty without a catalog)."""
+    if current_revision(conn) is None:
+        return []
+    rows = conn.execute(select(tables).order_by(tables.c.table_name))
+    return [Registration(table=r.table_name, key=json.loads(r.key_columns),
+                         ttl=None if r.ttl_seconds is None else timedelta(seconds=r.ttl_seconds),
+                         registered_at=r.registered_at) for r in rows]
+
+
+def registration(conn: Connection, table: str) -> Registration:
+    """One table's registration; CatalogError names the known tables if it has none."""
+    known = registrations(conn)
+    for entry in known:
+        if entry.table == table:
+            return entry
+    names = ", ".join(e.table for e in known) or "none"
+    raise CatalogError(f"{table!r} is not a registered temporal table (registered: {names})")
+
+
+def set_ttl(source: str | Engine, table: str, ttl: timedelta | None) -> Registration:
+    """Change a registered table's TTL (None: keep its history forever)."""
+    if ttl is not None and ttl <= timedelta(0):
+        raise CatalogError(f"a TTL must be positive, not {ttl}")
+    with engine_for(source) as engine, engine.begin() as conn:
+        registration(conn, table)
+        conn.execute(update(tables).where(tables.c.table_name == table)
+                     .values(ttl_seconds=_seconds(ttl)))
+        return registration(conn, table)
+
+
+def _seconds(ttl: timedelta | None) -> int | None:
+    return None if ttl is None else max(1, round(ttl.total_seconds()))
+
+
+# -- status ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    table: str
+    key: list[str]
+    ttl: timedelta | None
+    current_rows: int
+    history_rows: int
+    size_bytes: int | None
+    registered: bool = True
+
+
+@dataclass(frozen=True)
+class Status:
+    revision: str | None
+    head: str
+    tables: list[TableStatus]
+
+
+def status(source: str | Engine) -> Status:
+    """The catalog's revision and every temporal table with its row counts and size."""
+    with engine_for(source) as engine, engine.connect() as conn:
+        known = {r.table: r for r in registrations(conn)}
+        found = dict(_unregistered_temporal_tables(conn))
+        rows = []
+        for name in sorted(set(known) | set(found)):
+            entry = known.get(name)
+            table = Table(name, MetaData(), autoload_with=conn)
+            current, history = conn.execute(select(
+                func.count().filter(table.c[EXPIRED_AT].is_(None)),
+                func.count().filter(table.c[EXPIRED_AT].is_not(None)),
+            )).one()
+            rows.append(TableStatus(
+                table=name, key=entry.key if entry else found[name],
+                ttl=entry.ttl if entry else None, current_rows=current, history_rows=history,
+                size_bytes=_size(conn, name), registered=entry is not None,
+            ))
+        return Status(revision=current_revision(conn), head=head_revision(), tables=rows)
+
+
+def _size(conn: Connection, name: str) -> int | None:
+    if conn.dialect.name == "postgresql":
+        size = conn.execute(select(func.pg_total_relation_size(func.to_regclass(
+            conn.dialect.identifier_preparer.quote(name))))).scalar_one()
+        return int(size) if size is not None else None
+    try:  # the dbstat table is compiled into most SQLite builds, not all
+        size = conn.exec_driver_sql(
+            "SELECT sum(pgsize) FROM dbstat WHERE name = ? OR name IN "
+            "(SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?)",
+            (name, name)).scalar_one()
+    except Exception:
+        return None
+    return int(size) if size is not None else None
+
+
+def temporal_shape(table: Table) -> list[str] | None:
+    """The entity key of a table shaped like a temporal one (reflected), else None."""
+    names = set(table.c.keys())
+    if not {CREATED_AT, EXPIRED_AT} <= names or CREATED_AT not in table.primary_key.columns:
+        return None
+    return [c.name for c in key_columns(table)]
+
+
+def _unregistered_temporal_tables(conn: Connection) -> Iterator[tuple[str, list[str]]]:
+    """Temporal-shaped tables the catalog does not list (made before it existed)."""
+    known = {r.table for r in registrations(conn)}
+    inspector = inspect(conn)
+    for name in inspector.get_table_names():
+        if name in known or name in OWN_TABLES or name.endswith(ARCHIVE_SUFFIX):
+            continue
+        columns = {c["name"] for c in inspector.get_columns(name)}
+        pk = inspector.get_pk_constraint(name)["constrained_columns"]
+        if {CREATED_AT, EXPIRED_AT} <= columns and CREATED_AT in pk:
+            yield name, [c for c in pk if c != CREATED_AT]
+
+
+# -- registration on CREATE / DROP -----------------------------------------------------
+
+
+@event.listens_for(Table, "after_create")
+def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
+    if is_temporal_table(table):
+        seconds = table.info.get(TTL_INFO)
+        register(connection, table.name, [c.name for c in key_columns(table)],
+                 None if seconds is None else timedelta(seconds=seconds))
+
+
+@event.listens_for(Table, "after_drop")
+def _on_drop(table: Table, connection: Connection, **kw: Any) -> None:
+    # By name: the Table an Alembic drop_table builds does not carry the mark.
+    if table.name not in OWN_TABLES and table.schema is None:
+        unregister(connection, table.name)
