@@ -32,3 +32,12 @@ def test_demo_on_sqlite(tmp_path: Path) -> None:
     out = run("demo.py", f"sqlite:///{tmp_path / 'demo.db'}")
     assert "byte-identical" in out and "demo: ok" in out
 
+
+
+def test_adopting_an_existing_table_on_sqlite() -> None:
+    assert "adopt: ok" in run("adopt/run.py")
+
+
+@pytest.mark.postgres
+def test_adopting_an_existing_table_on_postgresql(pg_url: URL) -> None:
+    assert "adopt: ok" in run("adopt/run.py", pg_url.render_as_string(hide_password=False))
