@@ -12,6 +12,7 @@ from temporal import catalog as _catalog  # noqa: F401  (registers tables on CRE
 from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
+from temporal.archival import ArchivedError, ArchiverBusyError, Summary, archive
 from temporal.errors import (
     ConflictError,
     InvalidTimeError,
@@ -30,18 +31,22 @@ from temporal.versioning import transaction_time
 __version__ = VERSION
 
 __all__ = [
+    "ArchivedError",
+    "ArchiverBusyError",
     "ConflictError",
     "ExportError",
     "InvalidTimeError",
     "Manifest",
     "ManifestError",
     "ReadOnlyError",
+    "Summary",
     "Temporal",
     "TemporalError",
     "UTCDateTime",
     "UnsupportedError",
     "VerifyReport",
     "__version__",
+    "archive",
     "as_of",
     "export",
     "history",

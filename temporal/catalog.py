@@ -64,6 +64,8 @@ tables = Table(
     Column("key_columns", Text(), nullable=False),
     Column("ttl_seconds", BigInteger(), nullable=True),
     Column("registered_at", UTCDateTime(), nullable=False),
+    # Every version that expired before this moment may be in <table>_archive.
+    Column("archived_through", UTCDateTime(), nullable=True),
     CheckConstraint("ttl_seconds IS NULL OR ttl_seconds > 0", name="temporal_tables_ttl_positive"),
 )
 
@@ -83,6 +85,7 @@ class Registration:
     key: list[str]
     ttl: timedelta | None
     registered_at: datetime
+    archived_through: datetime | None = None
 
 
 # -- the Alembic environment --------------------------------------------------------
@@ -177,11 +180,21 @@ def ensure(conn: Connection) -> None:
 def register(conn: Connection, table: str, key: list[str], ttl: timedelta | None) -> None:
     """Record (or re-record) a temporal table with its key and TTL."""
     ensure(conn)
+    archived = conn.execute(select(tables.c.archived_through)
+                            .where(tables.c.table_name == table)).scalar()
     conn.execute(delete(tables).where(tables.c.table_name == table))
     conn.execute(insert(tables).values(
         table_name=table, key_columns=json.dumps(key), ttl_seconds=_seconds(ttl),
-        registered_at=clock.now(),
+        registered_at=clock.now(), archived_through=archived,
     ))
+
+
+def mark_archived(conn: Connection, table: str, through: datetime) -> None:
+    """Record that versions expired before ``through`` may now be in the archive."""
+    conn.execute(update(tables).where(
+        tables.c.table_name == table,
+        (tables.c.archived_through.is_(None)) | (tables.c.archived_through < through),
+    ).values(archived_through=through))
 
 
 def unregister(conn: Connection, table: str) -> None:
@@ -196,7 +209,8 @@ def registrations(conn: Connection) -> list[Registration]:
     rows = conn.execute(select(tables).order_by(tables.c.table_name))
     return [Registration(table=r.table_name, key=json.loads(r.key_columns),
                          ttl=None if r.ttl_seconds is None else timedelta(seconds=r.ttl_seconds),
-                         registered_at=r.registered_at) for r in rows]
+                         registered_at=r.registered_at, archived_through=r.archived_through)
+            for r in rows]
 
 
 def registration(conn: Connection, table: str) -> Registration:
@@ -234,8 +248,10 @@ class TableStatus:
     ttl: timedelta | None
     current_rows: int
     history_rows: int
+    archived_rows: int | None  # None: no archive yet
     size_bytes: int | None
     registered: bool = True
+    archived_through: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -253,15 +269,22 @@ def status(source: str | Engine) -> Status:
         rows = []
         for name in sorted(set(known) | set(found)):
             entry = known.get(name)
-            table = Table(name, MetaData(), autoload_with=conn)
-            current, history = conn.execute(select(
-                func.count().filter(table.c[EXPIRED_AT].is_(None)),
-                func.count().filter(table.c[EXPIRED_AT].is_not(None)),
-            )).one()
+            quote = conn.dialect.identifier_preparer.quote
+            only = "ONLY " if conn.dialect.name == "postgresql" else ""
+            current, history = conn.exec_driver_sql(
+                "SELECT count(*) FILTER (WHERE expired_at IS NULL), "
+                f"count(*) FILTER (WHERE expired_at IS NOT NULL) FROM {only}{quote(name)}").one()
+            archive = name + ARCHIVE_SUFFIX
+            archived = None
+            if inspect(conn).has_table(archive):
+                archived = conn.exec_driver_sql(f"SELECT count(*) FROM {quote(archive)}"
+                                                ).scalar_one()
             rows.append(TableStatus(
                 table=name, key=entry.key if entry else found[name],
                 ttl=entry.ttl if entry else None, current_rows=current, history_rows=history,
-                size_bytes=_size(conn, name), registered=entry is not None,
+                archived_rows=archived, size_bytes=_size(conn, name),
+                registered=entry is not None,
+                archived_through=entry.archived_through if entry else None,
             ))
         return Status(revision=current_revision(conn), head=head_revision(), tables=rows)
 
@@ -311,6 +334,17 @@ def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
         seconds = table.info.get(TTL_INFO)
         register(connection, table.name, [c.name for c in key_columns(table)],
                  None if seconds is None else timedelta(seconds=seconds))
+
+
+@event.listens_for(Table, "before_drop")
+def _drop_archive(table: Table, connection: Connection, **kw: Any) -> None:
+    # The archive is the table's own history (on PostgreSQL, an inheriting child
+    # that would block the DROP): it goes with the table.
+    archive = table.name + ARCHIVE_SUFFIX
+    if table.name not in OWN_TABLES and table.schema is None \
+            and not table.name.endswith(ARCHIVE_SUFFIX) and inspect(connection).has_table(archive):
+        connection.exec_driver_sql(
+            f"DROP TABLE {connection.dialect.identifier_preparer.quote(archive)}")
 
 
 @event.listens_for(Table, "after_drop")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from temporal import catalog
+from temporal import archival, catalog
 from temporal._version import VERSION
 from temporal.clock import format_duration, parse_duration, parse_time
 from temporal.errors import TemporalError
@@ -220,12 +220,13 @@ def db_status_command(url: UrlOption = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    view = RichTable("table", "key", "ttl", "current rows", "history rows", "size",
-                     box=None, header_style="bold")
+    view = RichTable("table", "key", "ttl", "current rows", "history rows", "archived rows",
+                     "size", box=None, header_style="bold")
     for t in state.tables:
         name = t.table if t.registered else f"{t.table} (unregistered)"
         view.add_row(name, ", ".join(t.key), format_duration(t.ttl) if t.ttl else "none",
                      f"{t.current_rows:,}", f"{t.history_rows:,}",
+                     "-" if t.archived_rows is None else f"{t.archived_rows:,}",
                      _size(t.size_bytes))
     Console(width=200).print(view)
 
@@ -263,6 +264,77 @@ def ttl_command(
         entry = catalog.set_ttl(source, table, None if none else parse_duration(ttl or ""))
     shown = format_duration(entry.ttl) if entry.ttl else "none (history is kept)"
     typer.echo(f"{entry.table}: ttl {shown}")
+
+
+EXIT_BUSY = 75  # EX_TEMPFAIL: another archiver runs; try again later
+
+
+@app.command("archive")
+def archive_command(
+    table: Annotated[list[str] | None, typer.Option("--table", help="Only this registered "
+                                                    "table; repeat for several.")] = None,
+    ttl: Annotated[str | None, typer.Option("--ttl", help="Override every table's TTL "
+                                            "(90d, 12h); also archives tables without one.")
+                   ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would move; move "
+                                          "nothing.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Versions per "
+                                            "transaction.")] = archival.DEFAULT_BATCH_SIZE,
+    every: Annotated[str | None, typer.Option("--every", help="Keep running, once per this "
+                                              "interval (1h); SIGTERM stops it cleanly.")
+                     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Move versions older than their table's TTL into <table>_archive.
+
+    Exit status: 0 done (or nothing to do), 1 error, 2 bad usage, 75 another
+    archiver is running (nothing moved; try later).
+    """
+    import signal
+    import threading
+
+    override = parse_duration(ttl) if ttl is not None else None
+    interval = parse_duration(every).total_seconds() if every is not None else None
+    if interval is not None and interval <= 0:
+        fail("--every must be longer than 0s", 2)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    while True:
+        try:
+            summary = archival.archive(database_url(url), ttl=override, tables=table,
+                                       dry_run=dry_run, batch_size=batch_size,
+                                       should_stop=stop.is_set)
+        except archival.ArchiverBusyError as error:
+            typer.echo(f"temporal: {error}", err=True)
+            if interval is None:
+                raise typer.Exit(EXIT_BUSY) from None
+        else:
+            typer.echo(summary.to_json() if as_json else _archive_line(summary))
+        if interval is None or stop.wait(interval) or stop.is_set():
+            return
+
+
+def _archive_line(summary: archival.Summary) -> str:
+    verb = "would archive" if summary.dry_run else "archived"
+    parts = []
+    for t in summary.tables:
+        if t.skipped and t.skipped != "stopped":
+            parts.append(f"{t.table}: skipped, {t.skipped}")
+            continue
+        oldest = f", oldest history left {t.oldest_remaining:%Y-%m-%d %H:%M:%S}Z" \
+            if t.oldest_remaining else ""
+        parts.append(f"{t.table}: {t.moved:,}{oldest}")
+    head = (f"{verb} {summary.moved:,} versions in {summary.seconds:.1f}s "
+            f"(longest batch {summary.longest_batch_seconds * 1000:.0f} ms)")
+    if summary.stopped:
+        head += ", stopped by signal"
+    return head + ("; " + "; ".join(parts) if parts else "; no temporal tables")
 
 
 def main() -> None:

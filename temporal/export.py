@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine, MetaData, Table, exc, inspect, select
 
 from temporal import _backend
 from temporal._version import VERSION
+from temporal.archival import ARCHIVE_SUFFIX, all_versions, archive_name, sqlite_archive
 from temporal.clock import aware, isoformat
 from temporal.database import engine_for
 from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
@@ -110,7 +111,9 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     key = [c for c in table.primary_key.columns if c.name != CREATED_AT]
     data = [c for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT)]
     rest = [c for c in data if c not in key]
-    stmt = select(*data).where(valid_at(table, at)).order_by(*key, *rest)
+    versions = all_versions(conn, table)  # archived versions included
+    stmt = (select(*[versions.c[c.name] for c in data]).where(valid_at(versions, at))
+            .order_by(*[versions.c[c.name] for c in (*key, *rest)]))
     dialect = conn.dialect
 
     def rows() -> Iterator[Sequence[Any]]:
@@ -142,8 +145,10 @@ def table_history(source: str | Engine, name: str, key: Sequence[str]
             except (NotImplementedError, ValueError, TypeError):
                 raise ExportError(f"{raw!r} is not a valid {col.name} "
                                   f"({col.type.compile(conn.dialect)})") from None
-        stmt = (select(*table.c).where(*(c == v for c, v in zip(cols, values, strict=True)))
-                .order_by(table.c[CREATED_AT]))
+        versions = all_versions(conn, table)
+        stmt = (select(*versions.c)
+                .where(*(versions.c[c.name] == v for c, v in zip(cols, values, strict=True)))
+                .order_by(versions.c[CREATED_AT]))
         rows = [tuple(r) for r in conn.execute(stmt)]
     return [c.name for c in table.c], rows
 
@@ -193,16 +198,21 @@ def _shadow_tables(conn: Connection, at: datetime, dialect: str) -> None:
         moment = f"'{isoformat(at)}'::timestamptz"
     else:
         moment = "'" + at.strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
-    for name in inspector.get_table_names():
+    names = inspector.get_table_names()
+    for name in names:
+        if name.endswith(ARCHIVE_SUFFIX) and name[:-len(ARCHIVE_SUFFIX)] in names:
+            continue  # read through its table's view
         try:
             table = _temporal_table(conn, name)
         except ExportError:
             continue
         data = ", ".join(quote(c.name) for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT))
-        conn.exec_driver_sql(
-            f"CREATE TEMP VIEW {quote(name)} AS SELECT {data} FROM {quote(schema)}.{quote(name)} "
-            f"WHERE created_at <= {moment} AND (expired_at IS NULL OR expired_at > {moment})"
-        )
+        sources = [f"{quote(schema)}.{quote(name)}"]  # on PostgreSQL, archive included
+        if sqlite_archive(conn, name) is not None:
+            sources.append(f"{quote(schema)}.{quote(archive_name(name))}")
+        valid = f"WHERE created_at <= {moment} AND (expired_at IS NULL OR expired_at > {moment})"
+        body = " UNION ALL ".join(f"SELECT {data} FROM {source} {valid}" for source in sources)
+        conn.exec_driver_sql(f"CREATE TEMP VIEW {quote(name)} AS {body}")
 
 
 @dataclass

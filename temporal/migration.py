@@ -266,6 +266,7 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
     if key is None:
         raise MigrationError(f"{op.table_name} is not temporal")
     current_only = old.c[EXPIRED_AT].is_(None)
+    _drop_archive(conn, op.table_name)  # history goes, archived history too
     if conn.dialect.name == "postgresql":
         name = op.table_name
         conn.execute(delete(old).where(~current_only))
@@ -340,6 +341,13 @@ def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> Non
         columns = list(new.c)
         values.append(filler)
     _rebuild_sqlite(conn, old, new, values, columns=columns)
+    archived = _sqlite_archive(conn, op.table_name)
+    if archived is not None:  # archived versions are history: they get history_fill
+        plain = Column(column.name, column.type, nullable=True)
+        operations.add_column(archived.name, plain)
+        if fill is not MISSING:
+            table = _reflect(conn, archived.name)
+            conn.execute(update(table).values({column.name: history}))
 
 
 @Operations.implementation_for(DropTemporalColumnOp)
@@ -359,6 +367,21 @@ def _drop_temporal_column(operations: Operations, op: DropTemporalColumnOp) -> N
         return
     new = _copy_shape(old, drop=op.column_name)
     _rebuild_sqlite(conn, old, new, [old.c[c.name] for c in new.c])
+    archived = _sqlite_archive(conn, op.table_name)
+    if archived is not None:
+        operations.drop_column(archived.name, op.column_name)
+
+
+def _sqlite_archive(conn: Connection, name: str) -> Table | None:
+    from temporal.archival import sqlite_archive
+
+    return sqlite_archive(conn, name)
+
+
+def _drop_archive(conn: Connection, name: str) -> None:
+    archive = name + catalog.ARCHIVE_SUFFIX
+    if inspect(conn).has_table(archive):
+        conn.exec_driver_sql(f"DROP TABLE {conn.dialect.identifier_preparer.quote(archive)}")
 
 
 @Operations.implementation_for(SetTemporalTtlOp)

@@ -108,9 +108,14 @@ _CURRENT = with_loader_criteria(
 
 @event.listens_for(Session, "do_orm_execute")
 def _read_in_time(state: ORMExecuteState) -> None:
-    if not state.is_select or state.execution_options.get(ALL_VERSIONS):
+    if not state.is_select:
+        return
+    if state.execution_options.get(ALL_VERSIONS):
+        _with_archive(state)
         return
     moment = _slice_of(state.user_defined_options)
+    if moment is not None:
+        _check_archived_horizon(state, moment.at)
     if state.is_column_load:
         # Refreshing an object by key: with_loader_criteria stays out of these
         # loads, but a key alone would match every version.
@@ -126,6 +131,41 @@ def _read_in_time(state: ORMExecuteState) -> None:
     else:
         state.statement = state.statement.options(_as_of_criteria(moment.at))
         state.update_execution_options(identity_token=moment)
+
+
+def _temporal_tables_of(state: ORMExecuteState) -> list[Table]:
+    tables = {m.local_table for m in state.all_mappers if is_temporal_table(m.local_table)}
+    return [t for t in tables if isinstance(t, Table)]
+
+
+def _check_archived_horizon(state: ORMExecuteState, at: datetime) -> None:
+    """SQLite: an as-of read older than the archived horizon cannot be answered."""
+    from temporal import archival
+
+    if state.session.get_bind().dialect.name == "sqlite":
+        names = [t.name for t in _temporal_tables_of(state)]
+        if names:
+            archival.check_horizon(state.session.connection(), names, at)
+
+
+def _with_archive(state: ORMExecuteState) -> None:
+    """SQLite: an all-versions read (history, versions) reads the archive too.
+
+    (On PostgreSQL the archive inherits from the table, so it is read anyway.)
+    """
+    from sqlalchemy.sql.util import ClauseAdapter
+
+    from temporal import archival
+
+    if state.session.get_bind().dialect.name != "sqlite":
+        return
+    statement: Any = state.statement
+    for table in statement.get_final_froms():
+        if isinstance(table, Table) and is_temporal_table(table):
+            union = archival.all_versions(state.session.connection(), table)
+            if union is not table:
+                statement = ClauseAdapter(union).traverse(statement)
+    state.statement = statement
 
 
 _compat.route_identity_lookups(_slice_of, is_slice_token)

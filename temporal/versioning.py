@@ -462,7 +462,14 @@ def next_id(conn: Connection, table: Table, tx: _Tx) -> int:
     """
     column = key_columns(table)[0]
     if table not in tx.next_id:
-        tx.next_id[table] = conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()
+        from temporal.archival import sqlite_archive
+
+        highest: Any = select(func.coalesce(func.max(column), 0)).scalar_subquery()
+        archived = sqlite_archive(conn, table.name)  # ids of archived entities stay used
+        if archived is not None:
+            highest = func.max(highest, select(func.coalesce(func.max(
+                archived.c[column.name]), 0)).scalar_subquery())
+        tx.next_id[table] = conn.execute(select(highest)).scalar_one()
     tx.next_id[table] += 1
     return tx.next_id[table]
 
