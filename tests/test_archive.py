@@ -21,7 +21,6 @@ from temporal import (
     ArchiverBusyError,
     archive,
     as_of,
-    catalog,
     export,
     history,
     versions,
@@ -292,7 +291,7 @@ def test_writers_keep_writing_during_archival(pg_engine: Engine) -> None:
                     assert customer is not None
                     customer.score = float(n)
                 commits[0] += 1
-            except BaseException as error:  # noqa: BLE001 - reported below
+            except BaseException as error:
                 errors.append(error)
                 return
 
