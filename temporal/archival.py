@@ -57,7 +57,7 @@ from temporal.errors import TemporalError
 from temporal.model import EXPIRED_AT
 from temporal.types import UTCDateTime
 
-DEFAULT_BATCH_SIZE = 5_000
+DEFAULT_BATCH_SIZE = 2_000
 ARCHIVE_SUFFIX = catalog.ARCHIVE_SUFFIX
 # pg_advisory_lock's one-bigint key space is separate from the two-int one the
 # stamps use.
@@ -83,6 +83,7 @@ class TableResult:
     batches: int = 0
     seconds: float = 0.0
     longest_batch_seconds: float = 0.0
+    last_batch_seconds: float = 0.0
     oldest_remaining: datetime | None = None
     skipped: str | None = None
 
@@ -179,11 +180,13 @@ def _archive_table(engine: Engine, entry: catalog.Registration, result: TableRes
     with engine.connect() as conn:
         table = Table(entry.table, MetaData(), autoload_with=conn)
         hot = _hot(conn, table)
-        due = conn.execute(text(f"SELECT count(*) FROM {hot} WHERE expired_at < :cutoff")
+        probe = "count(*)" if dry_run else "count(*) FROM (SELECT 1"
+        tail = "" if dry_run else " LIMIT 1) AS due"
+        due = conn.execute(text(f"SELECT {probe} FROM {hot} WHERE expired_at < :cutoff{tail}")
                            .bindparams(_cutoff(result.cutoff))).scalar_one()
-    if dry_run or due == 0:
-        result.moved = due if dry_run else 0
-    else:
+    if dry_run:
+        result.moved = due
+    elif due:
         with engine.begin() as conn:
             archive_table(conn, table)
             catalog.mark_archived(conn, entry.table, result.cutoff)
@@ -195,6 +198,7 @@ def _archive_table(engine: Engine, entry: catalog.Registration, result: TableRes
             held = time.monotonic() - began
             result.moved += moved
             result.batches += 1
+            result.last_batch_seconds = held
             result.longest_batch_seconds = max(result.longest_batch_seconds, held)
             if on_batch is not None:
                 on_batch(result)

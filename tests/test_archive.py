@@ -306,3 +306,29 @@ def test_writers_keep_writing_during_archival(pg_engine: Engine) -> None:
     assert summary.moved == 50_000 and commits[0] > 0
     current, hot, archived = _counts(pg_engine)
     assert current == 5000 and archived == 50_000 and hot == commits[0]
+
+
+def test_migrations_carry_the_archive_along(populated: Engine) -> None:
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    archive(populated)
+    with populated.begin() as conn:
+        op = Operations(MigrationContext.configure(conn))
+        op.add_temporal_column("customers", sa.Column("segment", sa.String(10), nullable=False),
+                               fill="now", history_fill="then")
+    with populated.connect() as conn:
+        archived = conn.exec_driver_sql("SELECT DISTINCT segment FROM customers_archive").all()
+        assert archived == [("then",)]
+        only = "ONLY " if populated.dialect.name == "postgresql" else ""
+        hot = conn.exec_driver_sql(
+            f"SELECT expired_at IS NULL, segment FROM {only}customers GROUP BY 1, 2 ORDER BY 1"
+        ).all()
+        assert [tuple(r) for r in hot] == [(False, "then"), (True, "now")]
+    with populated.begin() as conn:
+        op = Operations(MigrationContext.configure(conn))
+        op.drop_temporal_column("customers", "segment")
+        op.make_plain("customers")
+    with populated.connect() as conn:
+        assert not sa.inspect(conn).has_table("customers_archive")
+        assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 20
