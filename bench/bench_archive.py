@@ -24,19 +24,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _scratch
+from sqlalchemy import Engine, create_engine, text
 
-import _scratch  # noqa: E402
-from sqlalchemy import Engine, create_engine, text  # noqa: E402
-
-from temporal import archive  # noqa: E402
-from temporal.archival import DEFAULT_BATCH_SIZE  # noqa: E402
+from temporal import archive
+from temporal.archival import DEFAULT_BATCH_SIZE
 
 PER_KEY = 10
 
@@ -112,6 +108,17 @@ class Writer(threading.Thread):
                 self.times.append(time.perf_counter() - began)
 
 
+def run_theirs(engine: Engine, table: str, keys: int, batch: int) -> tuple[int, float, float]:
+    """The hand-written loop, under the same concurrent writer as temporal's run."""
+    background = Writer(engine, table, keys)
+    background.start()
+    try:
+        return hand_written(engine, table, batch)
+    finally:
+        background.stop.set()
+        background.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -138,30 +145,19 @@ def main() -> None:
             quiet.stop.set()
             quiet.join()
 
-            def run_theirs() -> tuple[int, float, float]:
-                background = Writer(engine, theirs, keys)  # the same load on both runs
-                background.start()
-                try:
-                    return hand_written(engine, theirs, args.batch_size)
-                finally:
-                    background.stop.set()
-                    background.join()
-
             if round_ % 2:  # alternate which goes first
-                moved_b, seconds_b, held_b = run_theirs()
+                moved_b, seconds_b, held_b = run_theirs(engine, theirs, keys, args.batch_size)
             writer = Writer(engine, ours, keys)
             writer.start()
-            held: list[float] = []
             start = time.perf_counter()
             summary = archive(engine, tables=[ours], ttl=timedelta(days=30),
                               batch_size=args.batch_size,
-                              on_batch=lambda r: held.append(r.last_batch_seconds))
+                              on_batch=lambda r: batch_times.append(r.last_batch_seconds))
             seconds_a = time.perf_counter() - start
             writer.stop.set()
             writer.join()
-            batch_times.extend(held)
             if not round_ % 2:
-                moved_b, seconds_b, held_b = run_theirs()
+                moved_b, seconds_b, held_b = run_theirs(engine, theirs, keys, args.batch_size)
             moved_a = summary.moved
             assert moved_a == moved_b == args.versions, (moved_a, moved_b)
             rate_a, rate_b = moved_a / seconds_a, moved_b / seconds_b
