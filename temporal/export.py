@@ -42,10 +42,12 @@ from temporal.clock import aware, isoformat
 from temporal.database import engine_for
 from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
 from temporal.manifest import (
+    CSV_ROWS,
+    DIGEST_ROWS,
     FileEntry,
     Manifest,
-    canonical,
-    canonical_row,
+    column_encoder,
+    csv_row,
 )
 from temporal.model import CREATED_AT, EXPIRED_AT
 from temporal.query import valid_at
@@ -317,9 +319,10 @@ def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
 # -- writing -----------------------------------------------------------------------
 
 
-def _write_table(source: _Source, out_dir: Path, fmt: str, rows_per_file: int,
-                 digest: Any, on_progress: Callable[[Progress], None] | None
+def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any
                  ) -> tuple[list[FileEntry], str]:
+    fmt, rows_per_file, on_progress = plan.fmt, plan.rows_per_file, plan.on_progress
+    digest_row = DIGEST_ROWS[plan.digest]
     folder = out_dir / source.name
     folder.mkdir(parents=True, exist_ok=True)
     open_part = part_maker(fmt, source.columns)
@@ -334,15 +337,19 @@ def _write_table(source: _Source, out_dir: Path, fmt: str, rows_per_file: int,
         entries.append(FileEntry(path=path.relative_to(out_dir).as_posix(), table=source.name,
                                  rows=in_part, bytes=size, sha256=sha))
 
+    encoders: list[Any] = []
     for row in source.rows():
         if current is None:
             path = folder / f"part-{len(entries):05d}.{fmt}"
             current, in_part = open_part(path), 0
-        canon = [canonical(v) for v in row]
-        encoded = canonical_row(canon)
+        if not encoders:
+            encoders = [column_encoder(v) for v in row]
+        canon = [encode(v) for encode, v in zip(encoders, row, strict=True)]
+        line = csv_row(canon)
+        encoded = line if digest_row is csv_row else digest_row(canon)
         table_digest.update(encoded)
         digest.update(encoded)
-        current.add(row, canon)
+        current.add(row, canon, line)
         in_part += 1
         total += 1
         if on_progress is not None and total % FETCH_ROWS == 0:
@@ -394,41 +401,61 @@ def export(
         raise ExportError("a table is named twice")
     if query is not None and not name.replace("_", "").replace("-", "").isalnum():
         raise ExportError(f"the query's name {name!r} must be letters, digits, - and _")
-    out = Path(out_dir)
-    _check_out_dir(out, force)
+    plan = ExportPlan(at=at, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
+                 on_progress=on_progress)
+    return run_export(source, Path(out_dir), plan, tables=tables, name=name, wait=wait)
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """How to write an export (everything but where the rows come from)."""
+
+    at: datetime
+    query: str | None
+    fmt: str
+    rows_per_file: int
+    force: bool = False
+    on_progress: Callable[[Progress], None] | None = None
+    digest: str = CSV_ROWS  # verify re-exports with the algorithm its manifest names
+
+
+def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,
+               name: str, wait: float) -> Manifest:
+    _check_out_dir(out, plan.force)
+    if plan.digest not in DIGEST_ROWS:
+        raise ExportError(f"unknown content digest algorithm {plan.digest!r}")
     with engine_for(source) as engine:
-        snapshot = _open_snapshot(engine, at, wait, shadow=query is not None)
+        snapshot = _open_snapshot(engine, plan.at, wait, shadow=plan.query is not None)
         try:
-            if query is not None:
-                sources = [_query_source(snapshot.conn, name, query, snapshot.dialect)]
+            if plan.query is not None:
+                sources = [_query_source(snapshot.conn, name, plan.query, snapshot.dialect)]
             else:
-                sources = [_table_source(snapshot.conn, t, at) for t in sorted(tables or ())]
-            return _export_in(snapshot, out, at, sources, query, format, rows_per_file,
-                              force, on_progress)
+                sources = [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
+            return _export_in(snapshot, out, sources, plan)
         finally:
             snapshot.close()
 
 
-def _export_in(snapshot: _Snapshot, out: Path, at: datetime, sources: list[_Source],
-               query: str | None, fmt: str, rows_per_file: int, force: bool,
-               on_progress: Callable[[Progress], None] | None) -> Manifest:
+def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan) -> Manifest:
     conn = snapshot.conn
-    _make_out_dir(out, force)  # only now: a refused export leaves nothing behind
+    _make_out_dir(out, plan.force)  # only now: a refused export leaves nothing behind
     digest = hashlib.sha256()
     files: list[FileEntry] = []
     per_table: dict[str, str] = {}
     for src in sources:
-        entries, table_digest = _write_table(src, out, fmt, rows_per_file, digest, on_progress)
+        entries, table_digest = _write_table(src, out, plan, digest)
         files += entries
         per_table[src.name] = table_digest
     server = conn.dialect.server_version_info or ()
+    fmt = plan.fmt
     manifest = Manifest(
-        as_of=isoformat(at), format=fmt, writer={**SETTINGS[fmt], "rows_per_file": rows_per_file},
-        tables=[] if query is not None else [s.name for s in sources], query=query,
+        as_of=isoformat(plan.at), format=fmt,
+        writer={**SETTINGS[fmt], "rows_per_file": plan.rows_per_file},
+        tables=[] if plan.query is not None else [s.name for s in sources], query=plan.query,
         schema={s.name: [{"name": c, "type": t} for c, t in zip(s.columns, s.types, strict=True)]
                 for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
-        content_digest={"algorithm": "sha256 over canonical JSON rows", "all": digest.hexdigest(),
+        content_digest={"algorithm": plan.digest, "all": digest.hexdigest(),
                         **{f"table:{k}": v for k, v in per_table.items()}},
         library=_library_versions(fmt),
         database={"dialect": snapshot.dialect,

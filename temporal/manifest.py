@@ -4,8 +4,9 @@ An export is only as trustworthy as its description. ``manifest.json`` says
 what was exported (``as_of``, the tables or query, the format and the exact
 writer settings, the schema, the ordering key), lists every data file with its
 row count, size and sha256, and carries a **content digest**: a sha256 over a
-canonical, format-free encoding of the rows, so the same data gives the same
-digest whether it was written as CSV, JSON lines or Parquet. A last key,
+canonical, format-free encoding of the rows (each row's canonical values as
+one fully quoted CSV line), so the same data gives the same digest whether it
+was written as CSV, JSON lines or Parquet. A last key,
 ``manifest_sha256``, checksums the manifest itself.
 
 The manifest holds no wall-clock time and no connection URL: exporting the
@@ -76,9 +77,65 @@ def canonical(value: Any) -> Any:
     return str(value)
 
 
-def canonical_row(values: list[str | None]) -> bytes:
-    """One row's bytes in the content digest: a compact JSON array of its canonical values."""
+def _canonical_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def _canonical_datetime(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        if value.utcoffset():
+            value = value.astimezone(dt.timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+_FAST: dict[type, Any] = {
+    str: str.__str__, int: int.__repr__, float: _canonical_float,
+    bool: lambda v: "true" if v else "false", decimal.Decimal: decimal.Decimal.__str__,
+    dt.datetime: _canonical_datetime, dt.date: dt.date.isoformat, uuid.UUID: uuid.UUID.__str__,
+}
+
+
+def column_encoder(sample: Any) -> Any:
+    """A fast :func:`canonical` for a column whose values look like ``sample``.
+
+    Values of another type (SQLite columns can mix them) take the general path,
+    so the result is always exactly ``canonical(value)``.
+    """
+    kind = type(sample)
+    fast = _FAST.get(kind)
+    if fast is None:
+        return canonical
+
+    def encode(value: Any) -> str | None:
+        if value is None:
+            return None
+        return fast(value) if type(value) is kind else canonical(value)  # type: ignore[no-any-return]
+
+    return encode
+
+
+CSV_ROWS = "sha256 over canonical CSV rows"
+JSON_ROWS = "sha256 over canonical JSON rows"  # the encoding of earlier exports
+
+
+def csv_row(canon: list[str | None]) -> bytes:
+    """From canonical values, one CSV line: NULL is an empty field; every other value
+    is quoted (so ``""`` is the empty string). This is the content digest's row."""
+    return (",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in canon)
+            + "\n").encode()
+
+
+def json_row(values: list[str | None]) -> bytes:
+    """A compact JSON array of canonical values (content digests of format 1 exports)."""
     return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+DIGEST_ROWS = {CSV_ROWS: csv_row, JSON_ROWS: json_row}
 
 
 @dataclass

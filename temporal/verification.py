@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from temporal.export import ROWS_PER_FILE, ExportError, export
-from temporal.manifest import ManifestError, file_sha256, read_manifest
+from temporal.export import ROWS_PER_FILE, ExportError, ExportPlan, run_export
+from temporal.manifest import CSV_ROWS, ManifestError, file_sha256, read_manifest
 
 
 @dataclass
@@ -62,11 +62,13 @@ def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyRe
         report.database_checked = True
         with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
             try:
-                fresh = export(source, tmp, as_of=datetime.fromisoformat(
-                    loaded.as_of.replace("Z", "+00:00")), tables=loaded.tables or None,
-                    query=loaded.query, name=next(iter(loaded.schema), "query"),
-                    format=loaded.format, rows_per_file=loaded.writer.get(
-                        "rows_per_file", ROWS_PER_FILE))
+                plan = ExportPlan(
+                    at=datetime.fromisoformat(loaded.as_of.replace("Z", "+00:00")),
+                    query=loaded.query, fmt=loaded.format,
+                    rows_per_file=loaded.writer.get("rows_per_file", ROWS_PER_FILE),
+                    digest=loaded.content_digest.get("algorithm", CSV_ROWS))
+                fresh = run_export(source, Path(tmp), plan, tables=loaded.tables or None,
+                                   name=next(iter(loaded.schema), "query"), wait=30.0)
             except ExportError as error:
                 report.problems.append(f"database: {error}")
                 return report

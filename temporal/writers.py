@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from temporal.errors import TemporalError
-from temporal.manifest import canonical, file_sha256
+from temporal.manifest import canonical, csv_row, file_sha256
 
 BATCH_ROWS = 10_000
 
@@ -40,17 +40,13 @@ class WriterError(TemporalError):
 
 
 class Part(Protocol):
-    def add(self, row: Sequence[Any], canon: list[str | None]) -> None:
-        """Add a row; ``canon`` holds its values already in canonical text."""
+    def add(self, row: Sequence[Any], canon: list[str | None], line: bytes) -> None:
+        """Add a row; ``canon`` holds its values in canonical text, ``line`` as a
+        canonical CSV line."""
 
     def close(self) -> tuple[str, int]: ...
 
 
-def csv_line(canon: Iterable[str | None]) -> bytes:
-    """From canonical values: NULL is an empty field; every other value is quoted,
-    so ``""`` is the empty string."""
-    return (",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in canon)
-            + "\n").encode()
 
 
 def json_value(value: Any) -> Any:
@@ -65,7 +61,7 @@ class _TextPart:
     """CSV or JSON lines, hashed as written."""
 
     def __init__(self, path: Path,
-                 encode: Callable[[Sequence[Any], list[str | None]], bytes],
+                 encode: Callable[[Sequence[Any], list[str | None], bytes], bytes],
                  header: bytes = b"") -> None:
         self.handle: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha256 = hashlib.sha256()
@@ -73,8 +69,8 @@ class _TextPart:
         self.encode = encode
         self.pending: list[bytes] = [header] if header else []
 
-    def add(self, row: Sequence[Any], canon: list[str | None]) -> None:
-        self.pending.append(self.encode(row, canon))
+    def add(self, row: Sequence[Any], canon: list[str | None], line: bytes) -> None:
+        self.pending.append(self.encode(row, canon, line))
         if len(self.pending) >= BATCH_ROWS:
             self._flush()
 
@@ -145,7 +141,7 @@ class _ParquetPart:
         self.rows: list[Sequence[Any]] = []
         self.writer: Any = None
 
-    def add(self, row: Sequence[Any], canon: list[str | None]) -> None:
+    def add(self, row: Sequence[Any], canon: list[str | None], line: bytes) -> None:
         self.rows.append(row)
         if len(self.rows) >= BATCH_ROWS:
             self._flush()
@@ -186,10 +182,10 @@ class _ParquetPart:
 def part_maker(fmt: str, columns: list[str]) -> Callable[[Path], Part]:
     """A function that opens the next part file of one table in ``fmt``."""
     if fmt == "csv":
-        header = csv_line(columns)
-        return lambda path: _TextPart(path, lambda row, canon: csv_line(canon), header)
+        header = csv_row(list(columns))
+        return lambda path: _TextPart(path, lambda row, canon, line: line, header)
     if fmt == "jsonl":
-        def encode(row: Sequence[Any], canon: list[str | None]) -> bytes:
+        def encode(row: Sequence[Any], canon: list[str | None], line: bytes) -> bytes:
             return json.dumps({c: json_value(v) for c, v in zip(columns, row, strict=True)},
                               ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
