@@ -436,7 +436,8 @@ def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Seq
             snapshot.close()
 
 
-def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan) -> Manifest:
+def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan
+               ) -> Manifest:
     conn = snapshot.conn
     _make_out_dir(out, plan.force)  # only now: a refused export leaves nothing behind
     digest = hashlib.sha256()
