@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -39,10 +40,24 @@ class WriterError(TemporalError):
     """Rows that the chosen format cannot hold as asked."""
 
 
+@dataclass
+class Batch:
+    """Consecutive rows of one table: their canonical CSV lines and, unless they came
+    straight from PostgreSQL's COPY (CSV only), the decoded rows."""
+
+    lines: list[bytes]
+    rows: list[Sequence[Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def cut(self, start: int, stop: int) -> Batch:
+        rows = None if self.rows is None else self.rows[start:stop]
+        return Batch(self.lines[start:stop], rows)
+
+
 class Part(Protocol):
-    def add(self, row: Sequence[Any], canon: list[str | None], line: bytes) -> None:
-        """Add a row; ``canon`` holds its values in canonical text, ``line`` as a
-        canonical CSV line."""
+    def add(self, batch: Batch) -> None: ...
 
     def close(self) -> tuple[str, int]: ...
 
@@ -60,19 +75,16 @@ def json_value(value: Any) -> Any:
 class _TextPart:
     """CSV or JSON lines, hashed as written."""
 
-    def __init__(self, path: Path,
-                 encode: Callable[[Sequence[Any], list[str | None], bytes], bytes],
-                 header: bytes = b"") -> None:
+    def __init__(self, path: Path, encode: Callable[[Batch], bytes], header: bytes = b"") -> None:
         self.handle: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.encode = encode
         self.pending: list[bytes] = [header] if header else []
 
-    def add(self, row: Sequence[Any], canon: list[str | None], line: bytes) -> None:
-        self.pending.append(self.encode(row, canon, line))
-        if len(self.pending) >= BATCH_ROWS:
-            self._flush()
+    def add(self, batch: Batch) -> None:
+        self.pending.append(self.encode(batch))
+        self._flush()
 
     def _flush(self) -> None:
         data = b"".join(self.pending)
@@ -141,8 +153,9 @@ class _ParquetPart:
         self.rows: list[Sequence[Any]] = []
         self.writer: Any = None
 
-    def add(self, row: Sequence[Any], canon: list[str | None], line: bytes) -> None:
-        self.rows.append(row)
+    def add(self, batch: Batch) -> None:
+        assert batch.rows is not None
+        self.rows += batch.rows
         if len(self.rows) >= BATCH_ROWS:
             self._flush()
 
@@ -183,11 +196,14 @@ def part_maker(fmt: str, columns: list[str]) -> Callable[[Path], Part]:
     """A function that opens the next part file of one table in ``fmt``."""
     if fmt == "csv":
         header = csv_row(list(columns))
-        return lambda path: _TextPart(path, lambda row, canon, line: line, header)
+        return lambda path: _TextPart(path, lambda batch: b"".join(batch.lines), header)
     if fmt == "jsonl":
-        def encode(row: Sequence[Any], canon: list[str | None], line: bytes) -> bytes:
-            return json.dumps({c: json_value(v) for c, v in zip(columns, row, strict=True)},
-                              ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        def encode(batch: Batch) -> bytes:
+            assert batch.rows is not None
+            return "".join(
+                json.dumps({c: json_value(v) for c, v in zip(columns, row, strict=True)},
+                           ensure_ascii=False, separators=(",", ":")) + "\n"
+                for row in batch.rows).encode()
 
         return lambda path: _TextPart(path, encode)
     return _ParquetTable(columns).part

@@ -6,24 +6,46 @@ import hashlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, delete, insert, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import DateTime, Double, Engine, delete, insert, text, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from temporal import (
     ExportError,
     InvalidTimeError,
     ManifestError,
+    Temporal,
     export,
     load,
     transaction_time,
     verify,
 )
 from tests.models import Base, Customer, Line
+
+LABELS = ["", 'q"uote', "new\nline", "ünï", "a,b"]
+
+
+class SampleBase(DeclarativeBase):
+    pass
+
+
+class Sample(Temporal, SampleBase):
+    """Every type the PostgreSQL COPY path renders itself."""
+
+    __tablename__ = "samples"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str | None]
+    flag: Mapped[bool | None]
+    x: Mapped[float | None] = mapped_column(Double)
+    seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    naive: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    day: Mapped[date | None]
+    token: Mapped[uuid.UUID | None]
 
 
 @pytest.fixture
@@ -362,3 +384,48 @@ def test_exports_with_the_earlier_json_digest_still_verify(db: Engine, moment: d
     data = b"".join((tmp_path / "new" / f.path).read_bytes().split(b"\n", 1)[1]
                     for f in new.files)
     assert new.content_digest["all"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.postgres
+def test_postgresql_copy_path_writes_the_same_bytes_as_the_general_path(
+        pg_engine: Engine, tmp_path: Path) -> None:
+    import math
+    import random
+    import struct
+
+    from temporal.clock import UTC
+    from temporal.export import ExportPlan, run_export
+
+    SampleBase.metadata.create_all(pg_engine)
+    rng = random.Random(7)
+    floats = [0.0, -0.0, 100.0, 1e15, 1.5e15, 2.0**53, 2.0**53 + 2, 3.611542257558134e16,
+              1e16, 1e17, 1e-5, 0.1 + 0.2, 1.7976931348623157e308, 5e-324, float("nan"),
+              float("inf"), -float("inf"), 9.32024290456298e16, 1e100]
+    while len(floats) < 3000:
+        bits = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+        floats += [bits, rng.uniform(-1e6, 1e6), float(rng.randint(-10**18, 10**18))]
+    floats = [f for f in floats if not (isinstance(f, float) and math.isnan(f))] + [math.nan]
+    with Session(pg_engine) as s, s.begin():
+        for i, f in enumerate(floats, start=1):
+            s.add(Sample(
+                id=i, label=None if i % 11 == 0 else LABELS[i % 5],
+                flag=None if i % 7 == 0 else bool(i % 2), x=None if i % 13 == 0 else f,
+                seen=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=i * 7919),
+                naive=datetime(999 + i % 2000, 1 + i % 12, 1 + i % 28, i % 24, 0, 0, i),
+                day=(datetime(2000, 1, 1) + timedelta(days=i)).date(),
+                token=uuid.UUID(int=rng.getrandbits(128))))
+        moment = transaction_time(s)
+    at = moment + timedelta(microseconds=1)
+    manifests = {}
+    for copy in (True, False):
+        plan = ExportPlan(at=at, query=None, fmt="csv", rows_per_file=1000, copy=copy)
+        manifests[copy] = run_export(pg_engine, tmp_path / str(copy), plan,
+                                     tables=["samples"], name="query", wait=5)
+    fast, general = manifests[True], manifests[False]
+    assert len(fast.files) == 4 and fast.rows == len(floats)
+    for a, b in zip(fast.files, general.files, strict=True):
+        assert (tmp_path / "True" / a.path).read_bytes() == \
+            (tmp_path / "False" / b.path).read_bytes(), a.path
+    assert fast.content_digest == general.content_digest
+    jsonl = export(pg_engine, tmp_path / "jsonl", as_of=at, tables=["samples"], format="jsonl")
+    assert jsonl.content_digest == fast.content_digest
