@@ -429,3 +429,35 @@ def test_postgresql_copy_path_writes_the_same_bytes_as_the_general_path(
     assert fast.content_digest == general.content_digest
     jsonl = export(pg_engine, tmp_path / "jsonl", as_of=at, tables=["samples"], format="jsonl")
     assert jsonl.content_digest == fast.content_digest
+
+
+@pytest.mark.postgres
+def test_double_sql_spells_every_double_like_python(pg_engine: Engine) -> None:
+    """The COPY path's text for a double equals repr() (NaN/Infinity: canonical spelling)."""
+    import math
+    import random
+    import struct
+
+    from temporal.manifest import canonical
+    from temporal.pgcopy import double_sql
+
+    rng = random.Random(2026)
+    values = [0.0, -0.0, 1.0, 100.0, 1e14, 1e15, 1.5e15, -1.5e15, 2.0**53, 2.0**53 + 2, 1e16,
+              1e17, 1e-4, 1e-5, 0.1, 1 / 3, 1e22, 1e100, 5e-324, 1.7976931348623157e308,
+              -1.7976931348623157e308, 999999999999999.9, 1234567890123456.7,
+              float("nan"), float("inf"), -float("inf")]
+    for _ in range(20_000):
+        values += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0],
+                   rng.uniform(-1e6, 1e6), round(rng.uniform(-1000, 1000), rng.randint(0, 6)),
+                   rng.random() * 10 ** rng.randint(-30, 30),
+                   float(rng.randint(-10**18, 10**18))]
+    values = [v for v in values if not math.isnan(v)] + [math.nan]
+    with pg_engine.connect() as conn:
+        conn.exec_driver_sql("SET extra_float_digits = 3")
+        rendered = conn.exec_driver_sql(
+            f"SELECT v, {double_sql('v')} FROM unnest(%(v)s::float8[]) AS v",
+            {"v": values}).all()
+    assert len(rendered) == len(values)
+    wrong = [(v, text) for v, text in rendered if text != canonical(v)]
+    assert wrong == []
+    assert sum(math.isnan(v) for v, _ in rendered) == 1
