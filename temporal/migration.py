@@ -260,11 +260,7 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
 
 @Operations.implementation_for(MakePlainOp)
 def _make_plain(operations: Operations, op: MakePlainOp) -> None:
-    conn = _bind(operations)
-    old = _reflect(conn, op.table_name)
-    key = catalog.temporal_shape(old)
-    if key is None:
-        raise MigrationError(f"{op.table_name} is not temporal")
+    conn, old, key = _temporal(operations, op.table_name, "")
     current_only = old.c[EXPIRED_AT].is_(None)
     _drop_archive(conn, op.table_name)  # history goes, archived history too
     if conn.dialect.name == "postgresql":
@@ -290,10 +286,7 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
 
 @Operations.implementation_for(AddTemporalColumnOp)
 def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> None:
-    conn = _bind(operations)
-    old = _reflect(conn, op.table_name)
-    if catalog.temporal_shape(old) is None:
-        raise MigrationError(f"{op.table_name} is not temporal; use op.add_column")
+    conn, old, _ = _temporal(operations, op.table_name, "; use op.add_column")
     column = op.column
     if column.name in old.c:
         raise MigrationError(f"{op.table_name} already has a column {column.name!r}")
@@ -352,11 +345,7 @@ def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> Non
 
 @Operations.implementation_for(DropTemporalColumnOp)
 def _drop_temporal_column(operations: Operations, op: DropTemporalColumnOp) -> None:
-    conn = _bind(operations)
-    old = _reflect(conn, op.table_name)
-    key = catalog.temporal_shape(old)
-    if key is None:
-        raise MigrationError(f"{op.table_name} is not temporal; use op.drop_column")
+    conn, old, key = _temporal(operations, op.table_name, "; use op.drop_column")
     if op.column_name not in old.c:
         raise MigrationError(f"{op.table_name} has no column {op.column_name!r}")
     if op.column_name in (*key, CREATED_AT, EXPIRED_AT):
@@ -401,6 +390,17 @@ def _bind(operations: Operations) -> Connection:
                              "they do not run in --sql (offline) mode")
     _backend.dialect_name(conn)
     return conn
+
+
+def _temporal(operations: Operations, name: str, hint: str
+              ) -> tuple[Connection, Table, list[str]]:
+    """The connection, the reflected temporal table and its key (or MigrationError)."""
+    conn = _bind(operations)
+    table = _reflect(conn, name)
+    key = catalog.temporal_shape(table)
+    if key is None:
+        raise MigrationError(f"{name} is not temporal{hint}")
+    return conn, table, key
 
 
 def _reflect(conn: Connection, name: str) -> Table:
