@@ -28,8 +28,6 @@ from typing import Any
 from sqlalchemy import Column, Connection
 from sqlalchemy import types as sqltypes
 
-_MAX_DOUBLE = str(int(1.7976931348623157e308))
-
 
 def canonical_sql(column: Column[Any], quote: Any) -> str | None:
     """SQL giving ``column``'s canonical text, or None for a type without one."""
@@ -57,22 +55,24 @@ def double_sql(x: str) -> str:
     text = f"({x})::text"
     digits = f"replace(split_part(ltrim({text}, '-'), 'e', 1), '.', '')"
     sign = f"CASE WHEN {x} < 0 THEN '-' ELSE '' END"
-    exact = f"({text})::numeric"
-    power = f"floor(log(abs({exact})))::int"
-    # the shortest correctly rounded decimal that reads back as x (what repr picks)
-    shortest = (f"(SELECT round({exact}, k - 1 - {power}) FROM generate_series(1, 17) AS k "
-                f"WHERE abs(round({exact}, k - 1 - {power})) <= {_MAX_DOUBLE} "
-                f"AND round({exact}, k - 1 - {power})::float8 = {x} ORDER BY k LIMIT 1)")
+    # Integral values from 2^53 to 1e22: the shortest correctly rounded decimal that
+    # reads back as x (what repr picks); PostgreSQL prints them in full.
+    shortest = (f"(SELECT r FROM (SELECT ({text})::numeric AS n, "
+                f"split_part({text}, 'e', 2)::int AS p) AS base "
+                f"CROSS JOIN generate_series(1, 17) AS k "
+                f"CROSS JOIN LATERAL (SELECT round(base.n, k - 1 - base.p) AS r) AS rounded "
+                f"WHERE r::float8 = {x} ORDER BY k LIMIT 1)")
     kept = f"rtrim(ltrim(({shortest})::text, '-'), '0')"
-    exponent = f"CASE WHEN {power} < 10 THEN '0' || {power}::text ELSE {power}::text END"
+    power = f"split_part({text}, 'e', 2)::int"
     large = (f"CASE WHEN {power} = 15 THEN ({shortest})::text || '.0' ELSE "
              f"{sign} || left({kept}, 1) || CASE WHEN length({kept}) > 1 THEN "
-             f"'.' || substr({kept}, 2) ELSE '' END || 'e+' || {exponent} END")
+             f"'.' || substr({kept}, 2) ELSE '' END || 'e+' || {power}::text END")
     # Cheap float comparisons pick the branch; the common case is one ::text.
     return (f"CASE WHEN {x} IS NULL THEN NULL "
             f"WHEN {x} IN ('NaN', 'Infinity', '-Infinity') THEN {text} "
             f"WHEN abs({x}) < 1e15 THEN CASE WHEN {x} = trunc({x}) THEN {text} || '.0' "
             f"ELSE {text} END "
+            f"WHEN abs({x}) >= 1e23 THEN {text} "
             f"WHEN abs({x}) >= 9007199254740992 THEN {large} "
             f"ELSE {sign} || CASE WHEN length({digits}) <= 16 "  # 1e15 <= |x| < 2^53
             f"THEN rpad({digits}, 16, '0') || '.0' "
