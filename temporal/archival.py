@@ -178,6 +178,9 @@ def _archive_table(engine: Engine, entry: catalog.Registration, result: TableRes
     started = time.monotonic()
     assert result.cutoff is not None
     with engine.connect() as conn:
+        if not inspect(conn).has_table(entry.table):
+            result.skipped = "registered but missing from the database"
+            return
         table = Table(entry.table, MetaData(), autoload_with=conn)
         hot = _hot(conn, table)
         probe = "count(*)" if dry_run else "count(*) FROM (SELECT 1"

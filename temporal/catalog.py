@@ -330,7 +330,9 @@ def _unregistered_temporal_tables(conn: Connection) -> Iterator[tuple[str, list[
 
 @event.listens_for(Table, "after_create")
 def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
-    if is_temporal_table(table):
+    # Offline (--sql) migrations have no connection: `temporal db upgrade` registers
+    # the tables they create when it next runs.
+    if is_temporal_table(table) and isinstance(connection, Connection):
         seconds = table.info.get(TTL_INFO)
         register(connection, table.name, [c.name for c in key_columns(table)],
                  None if seconds is None else timedelta(seconds=seconds))
@@ -338,6 +340,8 @@ def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
 
 @event.listens_for(Table, "before_drop")
 def _drop_archive(table: Table, connection: Connection, **kw: Any) -> None:
+    if not isinstance(connection, Connection):
+        return
     # The archive is the table's own history (on PostgreSQL, an inheriting child
     # that would block the DROP): it goes with the table.
     archive = table.name + ARCHIVE_SUFFIX
@@ -349,6 +353,8 @@ def _drop_archive(table: Table, connection: Connection, **kw: Any) -> None:
 
 @event.listens_for(Table, "after_drop")
 def _on_drop(table: Table, connection: Connection, **kw: Any) -> None:
+    if not isinstance(connection, Connection):
+        return
     # By name: the Table an Alembic drop_table builds does not carry the mark.
     if table.name not in OWN_TABLES and table.schema is None:
         unregister(connection, table.name)

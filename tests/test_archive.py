@@ -332,3 +332,12 @@ def test_migrations_carry_the_archive_along(populated: Engine) -> None:
     with populated.connect() as conn:
         assert not sa.inspect(conn).has_table("customers_archive")
         assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 20
+
+
+def test_a_registered_table_that_is_gone_is_skipped_not_fatal(populated: Engine) -> None:
+    with populated.begin() as conn:  # dropped behind the library's back: the catalog is stale
+        conn.exec_driver_sql("DROP TABLE orders")
+    summary = archive(populated, ttl=timedelta(days=30))
+    found = {t.table: t for t in summary.tables}
+    assert found["orders"].skipped == "registered but missing from the database"
+    assert found["customers"].moved == 80

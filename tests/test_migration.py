@@ -259,3 +259,18 @@ def test_autogenerate_creates_registers_and_then_has_nothing_to_do(
             assert catalog.registrations(conn) == []  # dropping unregisters
     finally:
         engine.dispose()
+
+
+def test_offline_sql_mode_renders_create_table_and_refuses_conversion() -> None:
+    import io
+
+    buffer = io.StringIO()
+    context = MigrationContext.configure(dialect_name="postgresql",
+                                         opts={"as_sql": True, "output_buffer": buffer})
+    ops = Operations(context)
+    table = Account.__table__
+    ops.create_table(table.name, *[c._copy() for c in table.c],  # type: ignore[attr-defined]
+                     info=dict(table.info))  # type: ignore[attr-defined]
+    assert "CREATE TABLE accounts" in buffer.getvalue()  # no connection: not registered
+    with pytest.raises(MigrationError, match="offline"):
+        ops.make_temporal("accounts")
