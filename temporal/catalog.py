@@ -155,9 +155,7 @@ def ensure(conn: Connection) -> None:
     full upgrade would produce, checked by the tests); an old one must be
     upgraded with ``temporal db upgrade`` first.
     """
-    if conn.info.get("temporal.catalog") == head_revision():
-        return
-    revision = current_revision(conn)
+    revision = current_revision(conn)  # one query; tables are created rarely
     if revision is None:
         if inspect(conn).has_table(CATALOG_TABLE):
             raise CatalogError(f"{CATALOG_TABLE} exists but has no revision in {VERSION_TABLE}; "
@@ -171,7 +169,6 @@ def ensure(conn: Connection) -> None:
     elif revision != head_revision():
         raise CatalogError(f"the catalog is at revision {revision}, this library needs "
                            f"{head_revision()}: run `temporal db upgrade`")
-    conn.info["temporal.catalog"] = head_revision()
 
 
 # -- registrations -----------------------------------------------------------------

@@ -138,14 +138,22 @@ def _temporal_tables_of(state: ORMExecuteState) -> list[Table]:
     return [t for t in tables if isinstance(t, Table)]
 
 
+def _dialect(state: ORMExecuteState) -> str:
+    return state.session.get_bind(**state.bind_arguments).dialect.name
+
+
+def _connection(state: ORMExecuteState) -> Any:
+    return state.session.connection(bind_arguments=state.bind_arguments)
+
+
 def _check_archived_horizon(state: ORMExecuteState, at: datetime) -> None:
     """SQLite: an as-of read older than the archived horizon cannot be answered."""
     from temporal import archival
 
-    if state.session.get_bind().dialect.name == "sqlite":
+    if _dialect(state) == "sqlite":
         names = [t.name for t in _temporal_tables_of(state)]
         if names:
-            archival.check_horizon(state.session.connection(), names, at)
+            archival.check_horizon(_connection(state), names, at)
 
 
 def _with_archive(state: ORMExecuteState) -> None:
@@ -157,12 +165,12 @@ def _with_archive(state: ORMExecuteState) -> None:
 
     from temporal import archival
 
-    if state.session.get_bind().dialect.name != "sqlite":
+    if _dialect(state) != "sqlite":
         return
     statement: Any = state.statement
     for table in statement.get_final_froms():
         if isinstance(table, Table) and is_temporal_table(table):
-            union = archival.all_versions(state.session.connection(), table)
+            union = archival.all_versions(_connection(state), table)
             if union is not table:
                 statement = ClauseAdapter(union).traverse(statement)
     state.statement = statement
