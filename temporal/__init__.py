@@ -12,7 +12,7 @@ from temporal import catalog as _catalog  # noqa: F401  (registers tables on CRE
 from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
-from temporal.archival import ArchivedError, ArchiverBusyError, Summary, archive
+from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
 from temporal.errors import (
     ConflictError,
     InvalidTimeError,
@@ -31,6 +31,7 @@ from temporal.versioning import transaction_time
 __version__ = VERSION
 
 __all__ = [
+    "ArchiveSummary",
     "ArchivedError",
     "ArchiverBusyError",
     "ConflictError",
@@ -39,7 +40,6 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ReadOnlyError",
-    "Summary",
     "Temporal",
     "TemporalError",
     "UTCDateTime",

@@ -97,7 +97,7 @@ class TableResult:
 
 
 @dataclass
-class Summary:
+class ArchiveSummary:
     """A run: per table, versions moved (or, with ``dry_run``, that would move)."""
 
     tables: list[TableResult] = field(default_factory=list)
@@ -130,7 +130,7 @@ def archive(
     batch_size: int = DEFAULT_BATCH_SIZE,
     should_stop: Callable[[], bool] | None = None,
     on_batch: Callable[[TableResult], None] | None = None,
-) -> Summary:
+) -> ArchiveSummary:
     """Move versions older than their table's TTL into ``<table>_archive``.
 
     ``ttl`` overrides the catalog's TTL (and archives tables that have none);
@@ -143,7 +143,7 @@ def archive(
     if batch_size < 1:
         raise TemporalError("the batch size must be at least 1")
     started = time.monotonic()
-    summary = Summary(dry_run=dry_run)
+    summary = ArchiveSummary(dry_run=dry_run)
     with engine_for(source) as engine, _single_runner(engine):
         with engine.connect() as conn:
             _backend.dialect_name(conn)

@@ -320,7 +320,7 @@ def archive_command(
             return
 
 
-def _archive_line(summary: archival.Summary) -> str:
+def _archive_line(summary: archival.ArchiveSummary) -> str:
     verb = "would archive" if summary.dry_run else "archived"
     parts = []
     for t in summary.tables:
