@@ -136,3 +136,15 @@ def test_catalog_commands_on_an_unreachable_database_fail_cleanly(args: list[str
     assert done.returncode == 1
     assert done.stderr.startswith("temporal: error: cannot connect to")
     assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_old_catalog_asks_for_an_upgrade_and_gets_one(engine: Engine) -> None:
+    catalog.upgrade(engine, "0001")
+    with pytest.raises(catalog.CatalogError, match="temporal db upgrade"):
+        Base.metadata.create_all(engine)  # registration needs the current catalog
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("customers")  # refused: nothing was created
+    assert catalog.upgrade(engine) == catalog.head_revision()
+    Base.metadata.create_all(engine)
+    with engine.connect() as conn:
+        assert {r.table for r in catalog.registrations(conn)} == {"customers", "orders", "lines"}
