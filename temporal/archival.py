@@ -57,7 +57,7 @@ from temporal.errors import TemporalError
 from temporal.model import EXPIRED_AT
 from temporal.types import UTCDateTime
 
-DEFAULT_BATCH_SIZE = 2_000
+DEFAULT_BATCH_SIZE = 1_000
 ARCHIVE_SUFFIX = catalog.ARCHIVE_SUFFIX
 # pg_advisory_lock's one-bigint key space is separate from the two-int one the
 # stamps use.
