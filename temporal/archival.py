@@ -51,6 +51,7 @@ from sqlalchemy import (
 )
 
 from temporal import _backend, catalog
+from temporal.catalog import archive_name
 from temporal.clock import isoformat
 from temporal.database import engine_for
 from temporal.errors import TemporalError
@@ -58,7 +59,6 @@ from temporal.model import EXPIRED_AT
 from temporal.types import UTCDateTime
 
 DEFAULT_BATCH_SIZE = 1_000
-ARCHIVE_SUFFIX = catalog.ARCHIVE_SUFFIX
 # pg_advisory_lock's one-bigint key space is separate from the two-int one the
 # stamps use.
 _PG_LOCK_KEY = 0x74656D706F72616C  # "temporal"
@@ -182,7 +182,7 @@ def _archive_table(engine: Engine, entry: catalog.Registration, result: TableRes
             result.skipped = "registered but missing from the database"
             return
         table = Table(entry.table, MetaData(), autoload_with=conn)
-        hot = _hot(conn, table)
+        hot = catalog.hot_only(conn, table.name)
         probe = "count(*)" if dry_run else "count(*) FROM (SELECT 1"
         tail = "" if dry_run else " LIMIT 1) AS due"
         due = conn.execute(text(f"SELECT {probe} FROM {hot} WHERE expired_at < :cutoff{tail}")
@@ -212,19 +212,13 @@ def _archive_table(engine: Engine, entry: catalog.Registration, result: TableRes
                 break
     with engine.connect() as conn:
         result.oldest_remaining = conn.execute(text(
-            f"SELECT min(expired_at) AS oldest FROM {_hot(conn, table)} "
+            f"SELECT min(expired_at) AS oldest FROM {catalog.hot_only(conn, table.name)} "
             "WHERE expired_at IS NOT NULL").columns(oldest=UTCDateTime())).scalar_one()
     result.seconds = time.monotonic() - started
 
 
 def _cutoff(moment: datetime) -> Any:
     return bindparam("cutoff", moment, type_=UTCDateTime())
-
-
-def _hot(conn: Connection, table: Table) -> str:
-    """The hot table alone, for SQL text (ONLY: not its PostgreSQL archive child)."""
-    name = conn.dialect.identifier_preparer.quote(table.name)
-    return f"ONLY {name}" if conn.dialect.name == "postgresql" else name
 
 
 def _columns(conn: Connection, table: Table) -> str:
@@ -235,7 +229,7 @@ def _columns(conn: Connection, table: Table) -> str:
 def _pg_move(conn: Connection, table: Table, cutoff: datetime, limit: int) -> int:
     quote = conn.dialect.identifier_preparer.quote
     columns = _columns(conn, table)
-    name, archived = quote(table.name), quote(table.name + ARCHIVE_SUFFIX)
+    name, archived = quote(table.name), quote(archive_name(table.name))
     statement = text(
         f"WITH moved AS (DELETE FROM ONLY {name} WHERE ctid = ANY(ARRAY("
         f"SELECT ctid FROM ONLY {name} WHERE expired_at < :cutoff LIMIT :limit)) "
@@ -248,7 +242,7 @@ def _pg_move(conn: Connection, table: Table, cutoff: datetime, limit: int) -> in
 def _sqlite_move(conn: Connection, table: Table, cutoff: datetime, limit: int) -> int:
     quote = conn.dialect.identifier_preparer.quote
     columns = _columns(conn, table)
-    name, archived = quote(table.name), quote(table.name + ARCHIVE_SUFFIX)
+    name, archived = quote(table.name), quote(archive_name(table.name))
     batch = f"SELECT rowid FROM {name} WHERE expired_at < :cutoff ORDER BY rowid LIMIT :limit"
     # The INSERT takes the write lock, so the DELETE sees exactly the same rows.
     moved = conn.execute(text(
@@ -263,10 +257,6 @@ def _sqlite_move(conn: Connection, table: Table, cutoff: datetime, limit: int) -
 
 
 # -- the archive table ------------------------------------------------------------------
-
-
-def archive_name(table: str) -> str:
-    return table + ARCHIVE_SUFFIX
 
 
 def archive_table(conn: Connection, table: Table) -> None:
@@ -293,21 +283,20 @@ def archive_table(conn: Connection, table: Table) -> None:
     copy.create(conn)
 
 
-def sqlite_archive(conn: Connection, table_name: str) -> Table | None:
-    """SQLite: the archive of a table, when it has one."""
-    name = archive_name(table_name)
-    if conn.dialect.name != "sqlite" or not inspect(conn).has_table(name):
-        return None
-    return Table(name, MetaData(), autoload_with=conn)
+def reads_archive_apart(conn: Connection, table_name: str) -> bool:
+    """Must reads of ``table_name`` add its archive themselves? (SQLite, once it has one;
+    on PostgreSQL the archive is a child, read along with the table.)"""
+    return conn.dialect.name == "sqlite" and catalog.has_archive(conn, table_name)
 
 
 def all_versions(conn: Connection, table: Table) -> FromClause:
     """Every version of ``table``, archived ones included, as one FROM clause."""
-    archived = sqlite_archive(conn, table.name)
-    if archived is None:
-        return table  # on PostgreSQL the archive is a child: reading the table includes it
-    names = [c.name for c in table.c]
-    union = union_all(select(*table.c), select(*[archived.c[n] for n in names]))
+    if not reads_archive_apart(conn, table.name):
+        return table
+    # The archive has the table's columns (created so; migrations keep them so).
+    archived = Table(archive_name(table.name), MetaData(),
+                     *[Column(c.name, c.type) for c in table.c])
+    union = union_all(select(*table.c), select(*archived.c))
     return union.subquery(table.name)
 
 

@@ -73,6 +73,30 @@ tables = Table(
 OWN_TABLES = frozenset({CATALOG_TABLE, VERSION_TABLE, SQLITE_CLOCK_TABLE})
 
 
+def archive_name(table: str) -> str:
+    """The table that holds ``table``'s archived versions."""
+    return table + ARCHIVE_SUFFIX
+
+
+def has_archive(conn: Connection, table: str) -> bool:
+    return inspect(conn).has_table(archive_name(table))
+
+
+def drop_archive(conn: Connection, table: str) -> None:
+    if has_archive(conn, table):
+        conn.exec_driver_sql(f"DROP TABLE {_quote(conn, archive_name(table))}")
+
+
+def hot_only(conn: Connection, table: str) -> str:
+    """``table`` for SQL text, without its archive (on PostgreSQL an inheriting child)."""
+    name = _quote(conn, table)
+    return f"ONLY {name}" if conn.dialect.name == "postgresql" else name
+
+
+def _quote(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
+
+
 class CatalogError(TemporalError):
     """The catalog is missing, out of date, or does not know a table."""
 
@@ -266,16 +290,14 @@ def status(source: str | Engine) -> Status:
         rows = []
         for name in sorted(set(known) | set(found)):
             entry = known.get(name)
-            quote = conn.dialect.identifier_preparer.quote
-            only = "ONLY " if conn.dialect.name == "postgresql" else ""
             current, history = conn.exec_driver_sql(
                 "SELECT count(*) FILTER (WHERE expired_at IS NULL), "
-                f"count(*) FILTER (WHERE expired_at IS NOT NULL) FROM {only}{quote(name)}").one()
-            archive = name + ARCHIVE_SUFFIX
+                f"count(*) FILTER (WHERE expired_at IS NOT NULL) FROM {hot_only(conn, name)}"
+            ).one()
             archived = None
-            if inspect(conn).has_table(archive):
-                archived = conn.exec_driver_sql(f"SELECT count(*) FROM {quote(archive)}"
-                                                ).scalar_one()
+            if has_archive(conn, name):
+                archived = conn.exec_driver_sql(
+                    f"SELECT count(*) FROM {_quote(conn, archive_name(name))}").scalar_one()
             rows.append(TableStatus(
                 table=name, key=entry.key if entry else found[name],
                 ttl=entry.ttl if entry else None, current_rows=current, history_rows=history,
@@ -289,7 +311,7 @@ def status(source: str | Engine) -> Status:
 def _size(conn: Connection, name: str) -> int | None:
     if conn.dialect.name == "postgresql":
         size = conn.execute(select(func.pg_total_relation_size(func.to_regclass(
-            conn.dialect.identifier_preparer.quote(name))))).scalar_one()
+            _quote(conn, name))))).scalar_one()
         return int(size) if size is not None else None
     try:  # the dbstat table is compiled into most SQLite builds, not all
         size = conn.exec_driver_sql(
@@ -341,11 +363,9 @@ def _drop_archive(table: Table, connection: Connection, **kw: Any) -> None:
         return
     # The archive is the table's own history (on PostgreSQL, an inheriting child
     # that would block the DROP): it goes with the table.
-    archive = table.name + ARCHIVE_SUFFIX
     if table.name not in OWN_TABLES and table.schema is None \
-            and not table.name.endswith(ARCHIVE_SUFFIX) and inspect(connection).has_table(archive):
-        connection.exec_driver_sql(
-            f"DROP TABLE {connection.dialect.identifier_preparer.quote(archive)}")
+            and not table.name.endswith(ARCHIVE_SUFFIX):
+        drop_archive(connection, table.name)
 
 
 @event.listens_for(Table, "after_drop")

@@ -37,7 +37,8 @@ from sqlalchemy import Connection, Engine, MetaData, Table, exc, inspect, select
 
 from temporal import _backend, pgcopy
 from temporal._version import VERSION
-from temporal.archival import ARCHIVE_SUFFIX, all_versions, archive_name, sqlite_archive
+from temporal.archival import all_versions, reads_archive_apart
+from temporal.catalog import ARCHIVE_SUFFIX, archive_name
 from temporal.clock import aware, isoformat
 from temporal.database import engine_for
 from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
@@ -216,7 +217,7 @@ def _shadow_tables(conn: Connection, at: datetime, dialect: str) -> None:
             continue
         data = ", ".join(quote(c.name) for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT))
         sources = [f"{quote(schema)}.{quote(name)}"]  # on PostgreSQL, archive included
-        if sqlite_archive(conn, name) is not None:
+        if reads_archive_apart(conn, name):
             sources.append(f"{quote(schema)}.{quote(archive_name(name))}")
         valid = f"WHERE created_at <= {moment} AND (expired_at IS NULL OR expired_at > {moment})"
         body = " UNION ALL ".join(f"SELECT {data} FROM {source} {valid}" for source in sources)

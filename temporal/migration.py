@@ -262,7 +262,7 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
 def _make_plain(operations: Operations, op: MakePlainOp) -> None:
     conn, old, key = _temporal(operations, op.table_name, "")
     current_only = old.c[EXPIRED_AT].is_(None)
-    _drop_archive(conn, op.table_name)  # history goes, archived history too
+    catalog.drop_archive(conn, op.table_name)  # history goes, archived history too
     if conn.dialect.name == "postgresql":
         name = op.table_name
         conn.execute(delete(old).where(~current_only))
@@ -334,13 +334,11 @@ def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> Non
         columns = list(new.c)
         values.append(filler)
     _rebuild_sqlite(conn, old, new, values, columns=columns)
-    archived = _sqlite_archive(conn, op.table_name)
-    if archived is not None:  # archived versions are history: they get history_fill
-        plain = Column(column.name, column.type, nullable=True)
-        operations.add_column(archived.name, plain)
+    if catalog.has_archive(conn, op.table_name):  # archived versions get history_fill
+        archived = catalog.archive_name(op.table_name)
+        operations.add_column(archived, Column(column.name, column.type, nullable=True))
         if fill is not MISSING:
-            table = _reflect(conn, archived.name)
-            conn.execute(update(table).values({column.name: history}))
+            conn.execute(update(_reflect(conn, archived)).values({column.name: history}))
 
 
 @Operations.implementation_for(DropTemporalColumnOp)
@@ -356,21 +354,8 @@ def _drop_temporal_column(operations: Operations, op: DropTemporalColumnOp) -> N
         return
     new = _copy_shape(old, drop=op.column_name)
     _rebuild_sqlite(conn, old, new, [old.c[c.name] for c in new.c])
-    archived = _sqlite_archive(conn, op.table_name)
-    if archived is not None:
-        operations.drop_column(archived.name, op.column_name)
-
-
-def _sqlite_archive(conn: Connection, name: str) -> Table | None:
-    from temporal.archival import sqlite_archive
-
-    return sqlite_archive(conn, name)
-
-
-def _drop_archive(conn: Connection, name: str) -> None:
-    archive = name + catalog.ARCHIVE_SUFFIX
-    if inspect(conn).has_table(archive):
-        conn.exec_driver_sql(f"DROP TABLE {conn.dialect.identifier_preparer.quote(archive)}")
+    if catalog.has_archive(conn, op.table_name):
+        operations.drop_column(catalog.archive_name(op.table_name), op.column_name)
 
 
 @Operations.implementation_for(SetTemporalTtlOp)

@@ -30,8 +30,9 @@ from sqlalchemy import Row, Select, Table, and_, event, false, inspect, or_, sel
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.orm.interfaces import UserDefinedOption
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
 
-from temporal import _compat
+from temporal import _compat, archival
 from temporal.clock import aware
 from temporal.errors import UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
@@ -148,8 +149,6 @@ def _connection(state: ORMExecuteState) -> Any:
 
 def _check_archived_horizon(state: ORMExecuteState, at: datetime) -> None:
     """SQLite: an as-of read older than the archived horizon cannot be answered."""
-    from temporal import archival
-
     if _dialect(state) == "sqlite":
         names = [t.name for t in _temporal_tables_of(state)]
         if names:
@@ -161,10 +160,6 @@ def _with_archive(state: ORMExecuteState) -> None:
 
     (On PostgreSQL the archive inherits from the table, so it is read anyway.)
     """
-    from sqlalchemy.sql.util import ClauseAdapter
-
-    from temporal import archival
-
     if _dialect(state) != "sqlite":
         return
     statement: Any = state.statement

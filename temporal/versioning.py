@@ -49,13 +49,14 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy import table as table_clause
 from sqlalchemy import values as values_clause
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ColumnElement
 
-from temporal import _backend
+from temporal import _backend, catalog
 from temporal.errors import ConflictError
 from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 
@@ -460,15 +461,13 @@ def next_id(conn: Connection, table: Table, tx: _Tx) -> int:
 
     Serialized by SQLite's write lock, which the stamp already holds.
     """
-    column = key_columns(table)[0]
+    key = key_columns(table)[0]
     if table not in tx.next_id:
-        from temporal.archival import sqlite_archive
-
-        highest: Any = select(func.coalesce(func.max(column), 0)).scalar_subquery()
-        archived = sqlite_archive(conn, table.name)  # ids of archived entities stay used
-        if archived is not None:
+        highest: Any = select(func.coalesce(func.max(key), 0)).scalar_subquery()
+        if catalog.has_archive(conn, table.name):  # ids of archived entities stay used
+            archived = table_clause(catalog.archive_name(table.name), column(key.name))
             highest = func.max(highest, select(func.coalesce(func.max(
-                archived.c[column.name]), 0)).scalar_subquery())
+                archived.c[key.name]), 0)).scalar_subquery())
         tx.next_id[table] = conn.execute(select(highest)).scalar_one()
     tx.next_id[table] += 1
     return tx.next_id[table]
