@@ -325,10 +325,14 @@ def _size(conn: Connection, name: str) -> int | None:
 
 def temporal_shape(table: Table) -> list[str] | None:
     """The entity key of a table shaped like a temporal one (reflected), else None."""
-    names = set(table.c.keys())
-    if not {CREATED_AT, EXPIRED_AT} <= names or CREATED_AT not in table.primary_key.columns:
+    return _key_of_shape(set(table.c.keys()), [c.name for c in table.primary_key.columns])
+
+
+def _key_of_shape(columns: set[str], primary_key: list[str]) -> list[str] | None:
+    """Temporal shape: both period columns, created_at in the primary key. Its key."""
+    if not {CREATED_AT, EXPIRED_AT} <= columns or CREATED_AT not in primary_key:
         return None
-    return [c.name for c in key_columns(table)]
+    return [c for c in primary_key if c != CREATED_AT]
 
 
 def _unregistered_temporal_tables(conn: Connection) -> Iterator[tuple[str, list[str]]]:
@@ -338,10 +342,10 @@ def _unregistered_temporal_tables(conn: Connection) -> Iterator[tuple[str, list[
     for name in inspector.get_table_names():
         if name in known or name in OWN_TABLES or name.endswith(ARCHIVE_SUFFIX):
             continue
-        columns = {c["name"] for c in inspector.get_columns(name)}
-        pk = inspector.get_pk_constraint(name)["constrained_columns"]
-        if {CREATED_AT, EXPIRED_AT} <= columns and CREATED_AT in pk:
-            yield name, [c for c in pk if c != CREATED_AT]
+        key = _key_of_shape({c["name"] for c in inspector.get_columns(name)},
+                            inspector.get_pk_constraint(name)["constrained_columns"])
+        if key is not None:
+            yield name, key
 
 
 # -- registration on CREATE / DROP -----------------------------------------------------

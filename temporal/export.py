@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Engine, MetaData, Table, exc, inspect, select
 from temporal import _backend, pgcopy
 from temporal._version import VERSION
 from temporal.archival import all_versions, reads_archive_apart
-from temporal.catalog import ARCHIVE_SUFFIX, archive_name
+from temporal.catalog import ARCHIVE_SUFFIX, archive_name, temporal_shape
 from temporal.clock import aware, isoformat
 from temporal.database import engine_for
 from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
@@ -50,7 +50,7 @@ from temporal.manifest import (
     column_encoder,
     csv_row,
 )
-from temporal.model import CREATED_AT, EXPIRED_AT
+from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 from temporal.query import valid_at
 from temporal.types import UTCDateTime
 from temporal.writers import SETTINGS, Batch, Part, part_maker
@@ -102,8 +102,7 @@ def _temporal_table(conn: Connection, name: str) -> Table:
         table = Table(name, MetaData(), autoload_with=conn)
     except exc.NoSuchTableError:
         raise ExportError(f"no table named {name!r} in this database") from None
-    names = set(table.c.keys())
-    if not {CREATED_AT, EXPIRED_AT} <= names or CREATED_AT not in table.primary_key.columns:
+    if temporal_shape(table) is None:
         raise ExportError(
             f"table {name!r} is not temporal (no created_at/expired_at period); "
             "its past was never recorded, so it cannot be exported as of a moment"
@@ -115,7 +114,7 @@ def _temporal_table(conn: Connection, name: str) -> Table:
 
 def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     table = _temporal_table(conn, name)
-    key = [c for c in table.primary_key.columns if c.name != CREATED_AT]
+    key = key_columns(table)
     data = [c for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT)]
     rest = [c for c in data if c not in key]
     versions = all_versions(conn, table)  # archived versions included
@@ -143,7 +142,7 @@ def table_history(source: str | Engine, name: str, key: Sequence[str]
     """
     with engine_for(source) as engine, engine.connect() as conn:
         table = _temporal_table(conn, name)
-        cols = [c for c in table.primary_key.columns if c.name != CREATED_AT]
+        cols = key_columns(table)
         if len(key) != len(cols):
             raise ExportError(f"{name} has a {len(cols)}-column key "
                               f"({', '.join(c.name for c in cols)}); got {len(key)} value(s)")
