@@ -23,7 +23,7 @@ for dropping.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     UniqueConstraint,
+    case,
     delete,
     insert,
     inspect,
@@ -47,12 +48,20 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.schema import CreateIndex, DropIndex
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
 from temporal import _backend, catalog
 from temporal.clock import aware, isoformat
 from temporal.errors import TemporalError
-from temporal.model import CREATED_AT, EXPIRED_AT, TEMPORAL_INFO, TTL_INFO, _temporal_table_args
+from temporal.model import (
+    CREATED_AT,
+    EXPIRED_AT,
+    TEMPORAL_INFO,
+    TTL_INFO,
+    _temporal_table_args,
+    current_index,
+)
 from temporal.types import UTCDateTime
 
 
@@ -277,11 +286,10 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
             operations.create_unique_constraint(index.name, name, [c.name for c in index.columns])
         operations.drop_column(name, EXPIRED_AT)
         operations.drop_column(name, CREATED_AT)
-        catalog.unregister(conn, name)
     else:
         new = _plain_target(old, key)
         _rebuild_sqlite(conn, old, new, [old.c[c.name] for c in new.c], where=current_only)
-        catalog.unregister(conn, op.table_name)
+    catalog.unregister(conn, op.table_name)
 
 
 @Operations.implementation_for(AddTemporalColumnOp)
@@ -320,19 +328,16 @@ def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> Non
             operations.alter_column(name, column.name, nullable=False)
         if unique:
             table = _reflect(conn, name)
-            conn.execute(CreateIndex(_unique_among_current(table, name, column.name)))
+            conn.execute(CreateIndex(_unique_among_current(table, column.name)))
         return
     new = _copy_shape(old, add=[target])
     if unique:
-        _unique_among_current(new, op.table_name, column.name)
-    values: list[Any] = [old.c[c.name] for c in new.c if c.name != column.name]
-    if fill is MISSING:
-        filler: Any = None
-        columns = [c for c in new.c if c.name != column.name]
-    else:
-        filler = _case(current, fill, history, target)
-        columns = list(new.c)
-        values.append(filler)
+        _unique_among_current(new, column.name)
+    columns = [c for c in new.c if c.name != column.name]
+    values: list[Any] = [old.c[c.name] for c in columns]
+    if fill is not MISSING:  # else the server default fills the new column
+        columns.append(new.c[column.name])
+        values.append(_case(current, fill, history, target))
     _rebuild_sqlite(conn, old, new, values, columns=columns)
     if catalog.has_archive(conn, op.table_name):  # archived versions get history_fill
         archived = catalog.archive_name(op.table_name)
@@ -511,7 +516,7 @@ def _plain_target(old: Table, key: list[str]) -> Table:
                  *_plain_indexes(old, skip))
 
 
-def _copy_shape(old: Table, *, add: list[Column[Any]] = (), drop: str | None = None  # type: ignore[assignment]
+def _copy_shape(old: Table, *, add: Sequence[Column[Any]] = (), drop: str | None = None
                 ) -> Table:
     """A temporal table's shape with a column added or dropped (for SQLite rebuilds)."""
     metadata = MetaData()
@@ -528,15 +533,14 @@ def _copy_shape(old: Table, *, add: list[Column[Any]] = (), drop: str | None = N
     return Table(old.name, metadata, *columns, *add, *_kept_constraints(old, drop), *indexes)
 
 
-def _unique_among_current(table: Table, table_name: str, column: str) -> Index:
-    current = table.c[EXPIRED_AT].is_(None)
-    return Index(f"uq_{table_name}_{column}", table.c[column], unique=True,
-                 postgresql_where=current, sqlite_where=current)
+def _unique_among_current(table: Table, column: str) -> Index:
+    """What ``unique=True`` on a column becomes in a temporal table (named as the mixin
+    names it)."""
+    return current_index(f"uq_{table.name}_{column}", [table.c[column]],
+                         table.c[EXPIRED_AT].is_(None))
 
 
 def _case(current: ColumnElement[bool], fill: Any, history: Any, column: Column[Any]) -> Any:
-    from sqlalchemy import case
-
     def value(v: Any) -> Any:
         return v if isinstance(v, ColumnElement) else literal(v, column.type)
 
@@ -580,8 +584,6 @@ def _rebuild_sqlite(conn: Connection, old: Table, new: Table, values: list[Any],
 
 def _retarget(element: Any, old: Table, new: Table) -> Any:
     """``element`` with ``old``'s columns replaced by ``new``'s."""
-    from sqlalchemy.sql import visitors
-
     if not isinstance(element, ColumnElement):
         return element
 

@@ -100,13 +100,13 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
                                        for c in item._pending_colargs]
             index_name = item.name if isinstance(item.name, str) else \
                 f"uq_{name}_{'_'.join(c.name for c in cols)}"
-            out.append(_current_index(index_name, cols, current))
+            out.append(current_index(index_name, cols, current))
         else:
             out.append(item)
     for column in columns:
         if column.unique and column.name not in _PERIOD:
             column.unique = False
-            out.append(_current_index(f"uq_{name}_{column.name}", [column], current))
+            out.append(current_index(f"uq_{name}_{column.name}", [column], current))
 
     if len(key) == 1 and _is_integer(key[0]) and key[0].autoincrement == "auto" \
             and key[0].default is None and key[0].server_default is None:
@@ -116,14 +116,15 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
         # identity columns) the writer hands out the next id itself.
         Identity()._set_parent_with_dispatch(key[0])
 
-    out.append(_current_index(f"{name}_current", key, current))
+    out.append(current_index(f"{name}_current", key, current))
     out.append(Index(f"{name}_expired_at", expired_at,
                      postgresql_where=expired_at.isnot(None),
                      sqlite_where=expired_at.isnot(None)))
     return out
 
 
-def _current_index(name: str, columns: list[Column[Any]], current: Any) -> Index:
+def current_index(name: str, columns: list[Column[Any]], current: Any) -> Index:
+    """A unique index over current rows only (``current``: expired_at IS NULL)."""
     return Index(name, *columns, unique=True, postgresql_where=current, sqlite_where=current)
 
 
