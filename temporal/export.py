@@ -333,26 +333,31 @@ def _batches(source: _Source, plan: ExportPlan, conn: Connection
     lines straight from COPY: they are the file's bytes and the digest's bytes.
     """
     if source.copy is not None and plan.copy and plan.fmt == "csv" and plan.digest == CSV_ROWS:
-        for lines in pgcopy.copy_batches(conn, source.copy, FETCH_ROWS):
-            yield Batch(lines), b"".join(lines)
+        for copied in pgcopy.copy_batches(conn, source.copy, FETCH_ROWS):
+            batch = Batch(copied)
+            yield batch, batch.joined
         return
     digest_row = DIGEST_ROWS[plan.digest]
+    other_digest = digest_row is not csv_row  # else the digest's rows are the CSV lines
     encoders: list[Any] = []
     rows: list[Sequence[Any]] = []
-    lines, digested = [], []
+    lines: list[bytes] = []
+    digested: list[bytes] = []
     for row in source.rows():
         if not encoders:
             encoders = [column_encoder(v) for v in row]
         canon = [encode(v) for encode, v in zip(encoders, row, strict=True)]
-        line = csv_row(canon)
         rows.append(row)
-        lines.append(line)
-        digested.append(line if digest_row is csv_row else digest_row(canon))
+        lines.append(csv_row(canon))
+        if other_digest:
+            digested.append(digest_row(canon))
         if len(rows) == FETCH_ROWS:
-            yield Batch(lines, rows), b"".join(digested)
+            batch = Batch(lines, rows)
+            yield batch, b"".join(digested) if other_digest else batch.joined
             rows, lines, digested = [], [], []
     if rows:
-        yield Batch(lines, rows), b"".join(digested)
+        batch = Batch(lines, rows)
+        yield batch, b"".join(digested) if other_digest else batch.joined
 
 
 def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,

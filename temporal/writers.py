@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -51,6 +52,11 @@ class Batch:
     def __len__(self) -> int:
         return len(self.lines)
 
+    @cached_property
+    def joined(self) -> bytes:
+        """The lines as one string of bytes (a CSV part's content; the digest's rows)."""
+        return b"".join(self.lines)
+
     def cut(self, start: int, stop: int) -> Batch:
         rows = None if self.rows is None else self.rows[start:stop]
         return Batch(self.lines[start:stop], rows)
@@ -62,8 +68,6 @@ class Part(Protocol):
     def close(self) -> tuple[str, int]: ...
 
 
-
-
 def json_value(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
@@ -73,28 +77,24 @@ def json_value(value: Any) -> Any:
 
 
 class _TextPart:
-    """CSV or JSON lines, hashed as written."""
+    """CSV or JSON lines, hashed as written (a batch at a time)."""
 
     def __init__(self, path: Path, encode: Callable[[Batch], bytes], header: bytes = b"") -> None:
         self.handle: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.encode = encode
-        self.pending: list[bytes] = [header] if header else []
+        self._write(header)
 
     def add(self, batch: Batch) -> None:
-        self.pending.append(self.encode(batch))
-        self._flush()
+        self._write(self.encode(batch))
 
-    def _flush(self) -> None:
-        data = b"".join(self.pending)
-        self.pending = []
+    def _write(self, data: bytes) -> None:
         self.handle.write(data)
         self.sha256.update(data)
         self.size += len(data)
 
     def close(self) -> tuple[str, int]:
-        self._flush()
         self.handle.close()
         return self.sha256.hexdigest(), self.size
 
@@ -196,7 +196,7 @@ def part_maker(fmt: str, columns: list[str]) -> Callable[[Path], Part]:
     """A function that opens the next part file of one table in ``fmt``."""
     if fmt == "csv":
         header = csv_row(list(columns))
-        return lambda path: _TextPart(path, lambda batch: b"".join(batch.lines), header)
+        return lambda path: _TextPart(path, lambda batch: batch.joined, header)
     if fmt == "jsonl":
         def encode(batch: Batch) -> bytes:
             assert batch.rows is not None
