@@ -117,6 +117,16 @@ def database_now(conn: Connection) -> datetime:
     return clock.now()
 
 
+def valid_at_text(dialect: str, at: datetime) -> str:
+    """SQL text: a version valid at ``at``, for statements that cannot bind parameters
+    (views, COPY). The moment is rendered here from a datetime, never from input."""
+    if dialect == "postgresql":
+        moment = f"'{clock.isoformat(at)}'::timestamptz"
+    else:  # the fixed-width UTC text UTCDateTime stores
+        moment = "'" + clock.aware(at).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+    return f"created_at <= {moment} AND (expired_at IS NULL OR expired_at > {moment})"
+
+
 def written_here(table: Table | Any, stamp: datetime, dialect: str) -> ColumnElement[bool]:
     """SQL: this row is a version the current transaction created.
 

@@ -202,10 +202,7 @@ def _shadow_tables(conn: Connection, at: datetime, dialect: str) -> None:
     quote = conn.dialect.identifier_preparer.quote
     inspector = inspect(conn)
     schema = inspector.default_schema_name or "main"
-    if dialect == "postgresql":
-        moment = f"'{isoformat(at)}'::timestamptz"
-    else:
-        moment = "'" + at.strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+    valid = "WHERE " + _backend.valid_at_text(dialect, at)
     names = inspector.get_table_names()
     for name in names:
         if name.endswith(ARCHIVE_SUFFIX) and name[:-len(ARCHIVE_SUFFIX)] in names:
@@ -218,7 +215,6 @@ def _shadow_tables(conn: Connection, at: datetime, dialect: str) -> None:
         sources = [f"{quote(schema)}.{quote(name)}"]  # on PostgreSQL, archive included
         if reads_archive_apart(conn, name):
             sources.append(f"{quote(schema)}.{quote(archive_name(name))}")
-        valid = f"WHERE created_at <= {moment} AND (expired_at IS NULL OR expired_at > {moment})"
         body = " UNION ALL ".join(f"SELECT {data} FROM {source} {valid}" for source in sources)
         conn.exec_driver_sql(f"CREATE TEMP VIEW {quote(name)} AS {body}")
 

@@ -28,6 +28,8 @@ from typing import Any
 from sqlalchemy import Column, Connection
 from sqlalchemy import types as sqltypes
 
+from temporal._backend import valid_at_text
+
 
 def canonical_sql(column: Column[Any], quote: Any) -> str | None:
     """SQL giving ``column``'s canonical text, or None for a type without one."""
@@ -83,15 +85,12 @@ def copy_query(conn: Connection, table: str, data: list[Column[Any]], order: lis
                at: datetime) -> str | None:
     """The SELECT of ``data`` columns' canonical text as of ``at``, or None if a column's
     type has no canonical SQL. (Reading the table includes its archive: a child.)"""
-    from temporal.clock import isoformat
-
     quote = conn.dialect.identifier_preparer.quote
     texts = [canonical_sql(c, quote) for c in data]
     if any(t is None for t in texts):
         return None
-    moment = f"'{isoformat(at)}'::timestamptz"
     return (f"SELECT {', '.join(str(t) for t in texts)} FROM {quote(table)} "
-            f"WHERE created_at <= {moment} AND (expired_at IS NULL OR expired_at > {moment}) "
+            f"WHERE {valid_at_text('postgresql', at)} "
             # qualified: a bare name would sort by the output column, i.e. as text
             f"ORDER BY {', '.join(f'{quote(table)}.{quote(c.name)}' for c in order)}")
 
