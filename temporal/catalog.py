@@ -244,6 +244,12 @@ def registration(conn: Connection, table: str) -> Registration:
     raise CatalogError(f"{table!r} is not a registered temporal table (registered: {names})")
 
 
+def lookup(source: str | Engine, table: str) -> Registration:
+    """A registered table's key and TTL, by URL or Engine."""
+    with engine_for(source) as engine, engine.connect() as conn:
+        return registration(conn, table)
+
+
 def set_ttl(source: str | Engine, table: str, ttl: timedelta | None) -> Registration:
     """Change a registered table's TTL (None: keep its history forever)."""
     if ttl is not None and ttl <= timedelta(0):

@@ -256,10 +256,7 @@ def ttl_command(
         fail("give a TTL or --none, not both", 2)
     source = database_url(url)
     if ttl is None and not none:
-        from temporal.database import engine_for
-
-        with engine_for(source) as engine, engine.connect() as conn:
-            entry = catalog.registration(conn, table)
+        entry = catalog.lookup(source, table)
     else:
         entry = catalog.set_ttl(source, table, None if none else parse_duration(ttl or ""))
     shown = format_duration(entry.ttl) if entry.ttl else "none (history is kept)"
