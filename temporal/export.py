@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -287,35 +287,58 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = Fal
 
 
 def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
-    """PostgreSQL: wait until no transaction in flight could still commit a version <= at."""
+    """PostgreSQL: wait until no transaction in flight could still commit a version <= at.
+
+    Only this database's transactions count: one in another database on the
+    same server can never write here, so it must not delay (or fail) an export.
+    """
     # Every transaction holding an xid holds a lock on it (pg_locks needs no
     # special privilege). One that began after ``at`` cannot stamp <= at; one
     # whose start we cannot see (another role, a prepared transaction) might.
     in_doubt = text(
-        "SELECT l.transactionid::text FROM pg_locks l "
+        "SELECT l.transactionid::text, l.pid, a.application_name, "
+        "extract(epoch FROM clock_timestamp() - a.xact_start) "
+        "FROM pg_locks l "
         "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "LEFT JOIN pg_prepared_xacts p ON l.pid IS NULL "
+        "AND p.transaction::text = l.transactionid::text "
         "WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted "
         "AND (l.pid IS NULL OR l.pid <> pg_backend_pid()) "
+        "AND coalesce(a.datname, p.database) = current_database() "
         "AND (a.xact_start IS NULL OR a.xact_start <= :at)"
     )
-    still = text("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' "
+    still = text("SELECT transactionid::text FROM pg_locks WHERE locktype = 'transactionid' "
                  "AND mode = 'ExclusiveLock' AND granted "
                  "AND transactionid::text = ANY(CAST(:xids AS text[]))")
-    xids = [row[0] for row in conn.execute(in_doubt, {"at": at})]
+    waiting = {row[0]: row[1:] for row in conn.execute(in_doubt, {"at": at})}
     conn.commit()
     deadline = time.monotonic() + wait
-    while xids:
-        if conn.execute(still, {"xids": xids}).scalar_one() == 0:
-            conn.commit()
-            return
+    while waiting:
+        open_now = {row[0] for row in conn.execute(still, {"xids": list(waiting)})}
         conn.commit()
+        waiting = {xid: info for xid, info in waiting.items() if xid in open_now}
+        if not waiting:
+            return
         if time.monotonic() > deadline:
             raise ExportError(
-                f"{len(xids)} transaction(s) that began by {isoformat(at)} are still open after "
-                f"{wait:g}s; one of them may yet commit a version as of that moment. Retry "
-                "when they finish, or raise the wait"
+                f"{len(waiting)} transaction(s) that began by {isoformat(at)} are still open "
+                f"after {wait:g}s ({_describe_writers(waiting.values())}); one of them may yet "
+                "commit a version as of that moment. Retry when they finish, or raise the wait"
             )
         time.sleep(0.05)
+
+
+def _describe_writers(writers: Iterable[Sequence[Any]]) -> str:
+    """``pid 123 (app), open 42s`` for each writer an export waited for."""
+    described = []
+    for pid, application, age in writers:
+        if pid is None:
+            described.append("a prepared transaction")
+            continue
+        app = f" ({application})" if application else ""
+        opened = f", open {float(age):.0f}s" if age is not None else ""
+        described.append(f"pid {pid}{app}{opened}")
+    return "; ".join(described[:5]) + ("; ..." if len(described) > 5 else "")
 
 
 # -- writing -----------------------------------------------------------------------

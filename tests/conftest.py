@@ -2,7 +2,8 @@
 
 PostgreSQL comes from pytest-postgresql on a running server
 (``TEMPORAL_TEST_PG_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``):
-each test gets a new database cloned from a template, dropped afterwards. With
+each test gets a new database cloned from a template, dropped afterwards. Names
+carry the process id, so runs side by side on one shared server never collide. With
 no server, PostgreSQL tests skip with the reason - except under ``CI=true``,
 where they fail, because CI must never pass on skipped databases.
 """
@@ -38,7 +39,7 @@ _PROBLEM = _server_problem()
 
 postgresql_server = factories.postgresql_noproc(
     host=PG_URL.host, port=PG_URL.port or 5432, user=PG_URL.username,
-    password=PG_URL.password or "", dbname="temporal_tests",
+    password=PG_URL.password or "", dbname=f"temporal_tests_{os.getpid()}",
     maintenance_dbname=PG_URL.database,
 )
 postgresql_db = factories.postgresql("postgresql_server")

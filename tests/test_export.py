@@ -258,6 +258,50 @@ def test_export_waits_for_a_transaction_that_stamped_before_as_of(
 
 
 @pytest.mark.postgres
+def test_export_ignores_transactions_in_other_databases(
+    pg_engine: Engine, tmp_path: Path
+) -> None:
+    """The server is shared: an open writer elsewhere can never commit a version here."""
+    import psycopg
+
+    Base.metadata.create_all(pg_engine)
+    with Session(pg_engine) as s:
+        s.add(Customer(id=1, name="a"))
+        s.commit()
+    url = pg_engine.url
+    here = url.database
+    other = f"{here}_other"
+    kwargs = {"host": url.host, "port": url.port, "user": url.username,
+              "password": url.password or None}
+    with psycopg.connect(dbname=here, autocommit=True, **kwargs) as admin:
+        admin.execute(f'CREATE DATABASE "{other}"')
+    try:
+        with psycopg.connect(dbname=other, application_name="elsewhere", **kwargs) as rival:
+            rival.execute("CREATE TABLE busy (n int)")
+            rival.execute("INSERT INTO busy VALUES (1)")  # holds an xid, stays open
+            started = time.monotonic()
+            result = export(pg_engine, tmp_path / "a", as_of=datetime.now().astimezone(),
+                            tables=["customers"], wait=5)
+            assert time.monotonic() - started < 3, "an other database's writer delayed the export"
+            assert result.rows == 1
+            rival.rollback()
+    finally:
+        with psycopg.connect(dbname=here, autocommit=True, **kwargs) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+    blocker = Session(pg_engine)
+    blocker.connection().exec_driver_sql("SET application_name = 'slow-writer'")
+    blocker.add(Customer(id=2, name="slow"))
+    blocker.flush()
+    try:
+        with pytest.raises(ExportError, match=r"pid \d+ \(slow-writer\), open \d+s"):
+            export(pg_engine, tmp_path / "c", as_of=transaction_time(blocker),
+                   tables=["customers"], wait=0.2)
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+@pytest.mark.postgres
 def test_commit_order_differs_from_start_order(pg_engine: Engine, tmp_path: Path) -> None:
     """Insert 1, 2, 3 from three connections, commit 3, 2, 1; read as of each commit."""
     Base.metadata.create_all(pg_engine)
