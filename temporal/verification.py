@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from temporal.export import ROWS_PER_FILE, ExportError, ExportPlan, run_export
+from temporal.errors import ExportError
+from temporal.export import ROWS_PER_FILE, ExportPlan, run_export
 from temporal.manifest import CSV_ROWS, ManifestError, file_sha256, read_manifest
 
 

@@ -138,4 +138,4 @@ def test_query_export_from_the_command_line(populated: tuple[str, str], tmp_path
                                                     {"tier": "gold", "n": 1}]
     refused = cli("export", "--as-of", moment, "--query", "DELETE FROM customers",
                   "--out", str(tmp_path / "d"), "--url", url)
-    assert refused.returncode == 1 and "the query failed" in refused.stderr
+    assert refused.returncode == 1 and "must be a SELECT, not DELETE" in refused.stderr
