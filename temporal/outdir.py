@@ -130,6 +130,12 @@ def staging(out: Path, force: bool, protect: Sequence[Path] = ()) -> Iterator[Pa
     """
     check(out, force, protect)
     partial = out.parent / (out.name + PARTIAL_SUFFIX)
+    for ancestor in (out.parent, *out.parent.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ExportError(f"cannot write the export at {out}: {ancestor} is not a "
+                                  "directory")
+            break
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         lock = _claim(partial, out)
