@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, exc, select, text
 
-from temporal import _backend, outdir, pgcopy, sandbox
+from temporal import _backend, outdir, pgcopy, sandbox, signing
 from temporal._version import VERSION
 from temporal.archival import all_versions
 from temporal.catalog import temporal_shape
@@ -423,6 +423,7 @@ def export(
     format: str = "csv",
     force: bool = False,
     unversioned: Sequence[str] = (),
+    signing_key: bytes | None = None,
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
@@ -435,7 +436,8 @@ def export(
     ``out_dir/<name>/``, sorted by every column. ``out_dir`` must be new or
     empty, or hold a previous export and ``force`` be given. ``wait`` bounds,
     in seconds, how long to wait for writers that could still commit a version
-    as of ``as_of``.
+    as of ``as_of``. With ``signing_key``, ``manifest.sig`` proves the manifest
+    came from whoever holds the key (see :mod:`temporal.signing`).
     """
     at = aware(as_of, what="as_of")
     if format not in FORMATS:
@@ -451,7 +453,8 @@ def export(
     if rows_per_file < 1:
         raise ExportError("rows_per_file must be at least 1")
     plan = ExportPlan(at=at, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
-                      on_progress=on_progress, unversioned=tuple(unversioned))
+                      on_progress=on_progress, unversioned=tuple(unversioned),
+                      signing_key=signing_key)
     return run_export(source, Path(out_dir), plan, tables=tables, name=name, wait=wait)
 
 
@@ -468,6 +471,7 @@ class ExportPlan:
     digest: str = CSV_ROWS  # verify re-exports with the algorithm its manifest names
     copy: bool = True  # PostgreSQL CSV through COPY where every column allows it
     unversioned: tuple[str, ...] = ()
+    signing_key: bytes | None = field(default=None, repr=False)
 
 
 def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,
@@ -485,6 +489,8 @@ def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Seq
                 sources = [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
             with outdir.staging(out, plan.force, protect) as partial:
                 manifest = _export_in(snapshot, partial, sources, plan)
+                if plan.signing_key is not None:
+                    signing.sign(partial / MANIFEST_NAME, plan.signing_key)
             manifest.path = out / MANIFEST_NAME
             return manifest
         finally:

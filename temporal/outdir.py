@@ -30,10 +30,10 @@ from typing import IO
 
 from temporal.errors import ExportError
 from temporal.manifest import MANIFEST_NAME
+from temporal.signing import SIGNATURE_NAME
 
 MARKER = "EXPORT_INCOMPLETE"
 PARTIAL_SUFFIX = ".partial"
-SIGNATURE_NAME = "manifest.sig"
 _MARKER_TEXT = ("This folder is an export that did not finish (it was interrupted, or is "
                 "still being written). It holds no valid manifest. Run the export again to "
                 "replace it; --force is not needed.\n")
