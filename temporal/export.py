@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, exc, select, text
+from sqlalchemy import Connection, Engine, MetaData, Table, exc, func, select, text
 
 from temporal import _backend, outdir, pgcopy, sandbox, signing
 from temporal._version import VERSION
@@ -79,6 +79,7 @@ class Progress:
 
     table: str
     rows: int
+    total: int | None = None  # rows the table will have, when the snapshot knows it cheaply
 
 
 # -- reading -----------------------------------------------------------------------
@@ -92,6 +93,7 @@ class _Source:
     order_by: list[str]
     rows: Callable[[], Iterator[Sequence[Any]]]
     copy: str | None = None  # PostgreSQL: a query of canonical text for COPY
+    count: Callable[[], int] | None = None  # for progress: the rows to come
 
 
 def _temporal_table(conn: Connection, name: str) -> Table:
@@ -122,12 +124,18 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     def rows() -> Iterator[Sequence[Any]]:
         yield from conn.execute(stmt, execution_options=_STREAM)
 
+    def count() -> int:
+        # Only asked for a progress bar on a terminal: one index-friendly pass.
+        counted = select(func.count()).select_from(versions).where(valid_at(versions, at))
+        return int(conn.execute(counted).scalar_one())
+
     copy = pgcopy.copy_query(conn, name, data, [*key, *rest], at) \
         if dialect.name == "postgresql" else None
     return _Source(
         name=name, columns=[c.name for c in data],
         types=[c.type.compile(dialect=dialect) for c in data],
         order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, copy=copy,
+        count=count,
     )
 
 
@@ -383,6 +391,9 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
         entries.append(FileEntry(path=path.relative_to(out_dir).as_posix(), table=source.name,
                                  rows=in_part, bytes=size, sha256=sha))
 
+    expected = source.count() if plan.on_progress is not None and source.count else None
+    if plan.on_progress is not None:
+        plan.on_progress(Progress(source.name, 0, expected))
     for batch, digested in _batches(source, plan, conn):
         table_digest.update(digested)
         digest.update(digested)
@@ -399,13 +410,13 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
                 current = None
         total += len(batch)
         if plan.on_progress is not None:
-            plan.on_progress(Progress(source.name, total))
+            plan.on_progress(Progress(source.name, total, expected))
     if current is None and not entries:  # an empty table still gets its (header-only) file
         current = start()
     if current is not None:
         finish(current)
     if plan.on_progress is not None:
-        plan.on_progress(Progress(source.name, total))
+        plan.on_progress(Progress(source.name, total, expected))
     return entries, table_digest.hexdigest()
 
 
