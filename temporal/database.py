@@ -32,20 +32,17 @@ def safe_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "<unparsable URL>"
-    head, mark, query = rest.partition("?")
-    if "@" in head:
-        userinfo, _, host = head.rpartition("@")
+    if "@" in rest:  # a password may hold '/', '?' or '#' too: the last '@' ends it
+        userinfo, _, rest = rest.rpartition("@")
         user = userinfo.split(":", 1)[0]
-        head = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    if mark:
-        query = re.sub(r"(?i)(^|&)(password|passwd|pwd|sslpassword)=[^&]*", r"\1\2=***", query)
-    return f"{scheme}://{head}{mark}{query}"
+        rest = (f"{user}:***@" if ":" in userinfo else f"{user}@") + rest
+    rest = re.sub(r"(?i)([?&])(password|passwd|pwd|sslpassword)=[^&]*", r"\1\2=***", rest)
+    return f"{scheme}://{rest}"
 
 
 def _secrets(url: str) -> list[str]:
     """Every string in ``url`` that may be (part of) its password, longest first."""
-    head = url.partition("://")[2].partition("?")[0]
-    userinfo = head.rpartition("@")[0]
+    userinfo = url.partition("://")[2].rpartition("@")[0]
     found = {userinfo.split(":", 1)[1]} if ":" in userinfo else set()
     # A parser that split the password at an '@', ':' or '/' may quote its pieces.
     found |= {piece for piece in re.split(r"[@/:]", userinfo.partition(":")[2])
@@ -67,8 +64,7 @@ def engine_for(source: str | Engine) -> Iterator[Engine]:
     if isinstance(source, Engine):
         yield source
         return
-    head = source.partition("://")[2].partition("?")[0]
-    if head.count("@") > 1:
+    if source.partition("://")[2].count("@") > 1:
         raise DatabaseError(f"cannot use database URL {safe_url(source)}: it has more than one "
                             "'@' before the host; write an '@' in the password as %40")
     try:

@@ -129,6 +129,7 @@ def staging(out: Path, force: bool, protect: Sequence[Path] = ()) -> Iterator[Pa
     exports from sharing one partial folder.
     """
     check(out, force, protect)
+    out = _absolute(out)  # so that "." has a name and a parent
     partial = out.parent / (out.name + PARTIAL_SUFFIX)
     for ancestor in (out.parent, *out.parent.parents):
         if ancestor.exists():

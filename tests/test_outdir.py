@@ -61,6 +61,18 @@ def test_force_never_replaces_the_database(folder_db: tuple[Path, str, datetime]
     assert snapshot(work) == before
 
 
+def test_out_dot_in_the_database_folder_is_refused(folder_db: tuple[Path, str, datetime]
+                                                   ) -> None:
+    work, _, moment = folder_db
+    before = snapshot(work)
+    done = subprocess.run([sys.executable, "-m", "temporal", "export", "--as-of",
+                           moment.isoformat(), "--table", "customers", "--out", ".", "--force",
+                           "--url", "sqlite:///w.db"], cwd=work, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1 and "holds the database being exported" in done.stderr
+    assert snapshot(work) == before
+
+
 def test_force_never_deletes_unrelated_files(folder_db: tuple[Path, str, datetime],
                                              tmp_path: Path) -> None:
     _, url, moment = folder_db
