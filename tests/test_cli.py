@@ -27,6 +27,16 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.fixture
 def populated(url: URL) -> tuple[str, str]:
     """A database URL with some history, and a moment inside it."""
+    return _populate(url)
+
+
+@pytest.fixture
+def populated_sqlite(sqlite_url: URL) -> tuple[str, str]:
+    """The same on SQLite only: for input the command line refuses before any backend."""
+    return _populate(sqlite_url)
+
+
+def _populate(url: URL) -> tuple[str, str]:
     engine = create_engine(url)
     Base.metadata.create_all(engine)
     with Session(engine) as s, s.begin():
@@ -213,10 +223,10 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("args", BAD_INPUT, ids=lambda a: " ".join(a[:4]))
 def test_every_command_meets_bad_input_with_one_line_and_changes_nothing(
-    populated: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    populated_sqlite: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], args: list[str]
 ) -> None:
-    url, moment = populated
+    url, moment = populated_sqlite
     (tmp_path / "file").write_text("not a folder, not a key")
     (tmp_path / "short").write_text("abc\n")
     fill = {"short": str(tmp_path / "short"), "out": str(tmp_path / "out"),
