@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewriting)
 from temporal import catalog as _catalog  # noqa: F401  (registers tables on CREATE)
+from temporal import conflicts as _conflicts  # noqa: F401  (lost races -> ConflictError)
 from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
