@@ -19,7 +19,9 @@ bytes:
   refused: the future is not written yet.
 
 Rows stream from the database to files, hashed while written; large tables
-split into parts of at most ``rows_per_file`` rows.
+split into parts of at most ``rows_per_file`` rows. A ``query`` is checked and
+run by :mod:`temporal.sandbox`; the files go to a partial folder that
+:mod:`temporal.outdir` moves into place once the manifest is written.
 """
 
 from __future__ import annotations

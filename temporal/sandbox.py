@@ -91,6 +91,10 @@ jsonb_group_array jsonb_group_object -> ->>
 """.split())  # noqa: SIM905 - a list to read
 
 
+# Table-valued functions that compute rows from their arguments alone.
+SQLITE_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree", "jsonb_each", "jsonb_tree"})
+
+
 class QueryError(ExportError):
     """A ``--query`` that the sandbox refuses (it could write, escape, or read the present)."""
 
@@ -454,6 +458,8 @@ class _Authorizer:
         if inner is not None and (inner in self.shadows or inner in self.unversioned):
             return None  # inside an as-of view, or a view the user named unversioned
         if db == "temp" and table in self.shadows:
+            return None
+        if table in SQLITE_TABLE_FUNCTIONS:
             return None
         if db == "main" and table in self.unversioned:
             return None

@@ -293,6 +293,9 @@ def test_sqlite_temp_spelling_reads_the_moment(
     engine, moment = sqlite_world
     export(engine, tmp_path / "t", as_of=moment, query="SELECT id, tier FROM temp.customers")
     assert sorted(rows_of(tmp_path / "t")) == [["1", "gold"], ["2", "basic"]]
+    export(engine, tmp_path / "j", as_of=moment,
+           query="SELECT c.id, j.value FROM customers c, json_each('[10, 20]') j")
+    assert len(rows_of(tmp_path / "j")) == 4
     with engine.connect() as conn:  # the views and the authorizer are gone afterwards
         assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 5
         conn.exec_driver_sql("SELECT random()")
