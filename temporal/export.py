@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, exc, func, select, text
 
-from temporal import _backend, outdir, pgcopy, sandbox, signing
+from temporal import _backend, authorizer, outdir, pgcopy, sandbox, signing
 from temporal._version import VERSION
 from temporal.archival import all_versions
 from temporal.catalog import temporal_shape
@@ -201,7 +201,7 @@ class _Snapshot:
     def close(self) -> None:
         try:
             if self.guard is not None:
-                sandbox.sqlite_release(self.conn)
+                authorizer.release(self.conn)
             self.conn.rollback()  # SQLite: drops the as-of views made in this transaction
             if self.query is not None and self.dialect == "postgresql":
                 self.conn.exec_driver_sql("DISCARD TEMP")
@@ -269,8 +269,7 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
             shadows = sandbox.shadow_tables(conn, at)
             conn.exec_driver_sql("PRAGMA query_only = 1")
             snapshot.query = sandbox.Sandboxed("", [])  # so close() resets query_only
-            snapshot.query, snapshot.guard = sandbox.sqlite_prepare(conn, query, shadows,
-                                                                    unversioned)
+            snapshot.query, snapshot.guard = authorizer.prepare(conn, query, shadows, unversioned)
         except BaseException:
             snapshot.close()
             raise
