@@ -238,6 +238,9 @@ def pg_prepare(conn: Connection, query: str, shadows: dict[str, Table],
             # prepare=True: the extended protocol, which refuses a second statement.
             cursor.execute(f"CREATE TEMP VIEW {VIEW} AS\n{body}\n", prepare=True)
     except Exception as error:  # psycopg.Error; the transaction is rolled back by the caller
+        if getattr(error, "sqlstate", None) == "42701":  # duplicate column
+            raise QueryError(f"the query's output names a column twice ({first_line(error)}); "
+                             "give each output column its own name with AS") from None
         raise QueryError(f"the query failed: {first_line(error)}") from None
     _pg_check_view(conn, f"pg_temp.{VIEW}", tree, shadows, allowed)
     columns = [row[0] for row in conn.exec_driver_sql(

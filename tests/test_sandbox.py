@@ -213,6 +213,15 @@ def test_postgres_escapes_are_refused_and_change_nothing(
 
 
 @pytest.mark.postgres
+def test_two_output_columns_with_one_name_are_refused_clearly(
+    pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = pg_world
+    refused(engine, moment, tmp_path, "SELECT c.id, o.id FROM customers c, orders o",
+            "names a column twice.*AS")
+
+
+@pytest.mark.postgres
 def test_user_made_functions_and_operators_are_refused(
     pg_world: tuple[Engine, datetime], tmp_path: Path
 ) -> None:
