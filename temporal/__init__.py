@@ -10,9 +10,11 @@ from __future__ import annotations
 from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewriting)
 from temporal import catalog as _catalog  # noqa: F401  (registers tables on CREATE)
 from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
+from temporal import references as _references  # noqa: F401  (foreign keys to temporal tables)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
 from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
+from temporal.association import association_table
 from temporal.errors import (
     ConflictError,
     InvalidTimeError,
@@ -48,6 +50,7 @@ __all__ = [
     "__version__",
     "archive",
     "as_of",
+    "association_table",
     "export",
     "history",
     "load",

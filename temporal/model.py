@@ -22,9 +22,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Identity, Index, Integer, MetaData, Table, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from temporal import _compat
+from temporal.errors import UnsupportedError
 from temporal.types import UTCDateTime
 
 CREATED_AT = "created_at"
@@ -59,17 +70,45 @@ class Temporal:
 
     @classmethod
     def __table_cls__(cls, name: str, metadata: MetaData, *args: Any, **kw: Any) -> Table:
-        info = {**kw.pop("info", {}), TEMPORAL_INFO: True}
-        ttl = cls.__temporal_ttl__
-        if ttl is not None:
-            if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
-                raise TypeError(f"{cls.__name__}.__temporal_ttl__ must be a positive timedelta")
-            info[TTL_INFO] = max(1, round(ttl.total_seconds()))
-        return Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
+        return temporal_table(name, metadata, args, kw, cls.__temporal_ttl__, cls.__name__)
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:
         return {"primary_key": list(key_columns(cls.__table__))}  # type: ignore[attr-defined]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        # A model's own __mapper_args__ (eager_defaults, polymorphic_on, ...) would
+        # hide the mixin's and make the mapper key (id, created_at): merge them
+        # instead, before the declarative base maps the class.
+        owner = next(c for c in cls.__mro__ if "__mapper_args__" in c.__dict__)
+        own = owner.__dict__["__mapper_args__"]
+        if owner is not Temporal and not getattr(own, "_temporal_merged", False):
+            cls.__mapper_args__ = _merged_mapper_args(own)  # type: ignore[method-assign]
+        super().__init_subclass__(**kw)
+
+
+def _merged_mapper_args(own: Any) -> Any:
+    def __mapper_args__(cls: Any) -> dict[str, Any]:
+        given = own.fget(cls) if isinstance(own, declared_attr) else own
+        given = dict(given.__get__(None, cls)() if isinstance(given, classmethod) else given)
+        table = getattr(cls, "__table__", None)
+        if "primary_key" not in given and isinstance(table, Table) and is_temporal_table(table):
+            given["primary_key"] = list(key_columns(table))
+        return given
+
+    __mapper_args__._temporal_merged = True  # type: ignore[attr-defined]
+    return declared_attr.directive(__mapper_args__)
+
+
+def temporal_table(name: str, metadata: MetaData, args: tuple[Any, ...], kw: dict[str, Any],
+                   ttl: timedelta | None, owner: str) -> Table:
+    """Build the physical table of a temporal model or association table."""
+    info = {**kw.pop("info", {}), TEMPORAL_INFO: True}
+    if ttl is not None:
+        if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+            raise TypeError(f"{owner}.__temporal_ttl__ must be a positive timedelta")
+        info[TTL_INFO] = max(1, round(ttl.total_seconds()))
+    return Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
 
 
 def is_temporal_table(table: Any) -> bool:
@@ -86,18 +125,44 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
     """Reshape a model's columns and constraints into the temporal table shape."""
     columns = [a for a in args if isinstance(a, Column)]
     by_name = {c.name: c for c in columns}
+    if EXPIRED_AT not in by_name or CREATED_AT not in by_name:
+        raise UnsupportedError(
+            f"temporal table {name!r} has no period columns: a joined-table subclass of a "
+            "temporal model is not supported; use single-table inheritance (no __tablename__ "
+            "on the subclass)")
     expired_at = by_name[EXPIRED_AT]
     current = expired_at.is_(None)
+    declared = [a for a in args if isinstance(a, PrimaryKeyConstraint)]
+    declared_key: list[str] = []
+    for constraint in declared:
+        # A key declared as PrimaryKeyConstraint("a", "b") names the entity like
+        # primary_key=True columns do; the table's own key adds created_at.
+        for column_name in _compat.constraint_column_names(constraint):
+            if column_name not in by_name:
+                raise UnsupportedError(
+                    f"temporal model {name!r}: PrimaryKeyConstraint names {column_name!r}, "
+                    "which is not one of its columns")
+            by_name[column_name].primary_key = True
+            declared_key.append(column_name)
     key = [c for c in columns if c.primary_key and c.name not in _PERIOD]
+    if declared_key:
+        key.sort(key=lambda c: declared_key.index(c.name) if c.name in declared_key
+                 else len(declared_key))
     if not key:
-        raise TypeError(f"temporal model {name!r} needs primary key columns: they name the entity")
+        raise UnsupportedError(
+            f"temporal model {name!r} needs primary key columns (primary_key=True or "
+            "PrimaryKeyConstraint(...)): they name the entity")
 
     out: list[Any] = []
     for item in args:
+        if isinstance(item, PrimaryKeyConstraint):
+            # Re-declared with created_at, under the name it was given.
+            out.append(PrimaryKeyConstraint(*(c.name for c in key), CREATED_AT,
+                                            name=item.name if isinstance(item.name, str) else None))
+            continue
         if isinstance(item, UniqueConstraint):
             # History repeats values, so uniqueness can only hold among current rows.
-            cols: list[Column[Any]] = [by_name[c] if isinstance(c, str) else c  # type: ignore[misc]
-                                       for c in item._pending_colargs]
+            cols = [by_name[c] for c in _compat.constraint_column_names(item)]
             index_name = item.name if isinstance(item.name, str) else \
                 f"uq_{name}_{'_'.join(c.name for c in cols)}"
             out.append(current_index(index_name, cols, current))

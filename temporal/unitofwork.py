@@ -33,7 +33,7 @@ from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
 
 from temporal import _compat
-from temporal.errors import ReadOnlyError, UnsupportedError
+from temporal.errors import ConflictError, ReadOnlyError, UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table
 from temporal.query import is_slice_token
 from temporal.versioning import (
@@ -103,6 +103,16 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
         if old is not _compat.NO_VALUE and same_value(old, new):
             continue
         _refuse_slice(state, "change")
+        if column.name == CREATED_AT and isinstance(old, datetime) and \
+                isinstance(new, datetime) and new < old:
+            # session.merge() of an object read before a concurrent change: its
+            # values were computed from a version that is no longer current.
+            assert state.key is not None
+            raise ConflictError(
+                f"cannot change {mapper.class_.__name__} {show_key(state.key[1])}: the merged "
+                f"object holds the version from {new.isoformat()}, but a concurrent "
+                f"transaction wrote one from {old.isoformat()}; re-read it and retry"
+            )
         if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
             raise UnsupportedError(
                 f"{mapper.class_.__name__}.{attr_key} cannot be changed: "

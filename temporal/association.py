@@ -1,0 +1,124 @@
+"""Many-to-many through a temporal association table.
+
+A ``relationship(secondary=...)`` whose association table is temporal keeps
+the history of its links exactly as a temporal model keeps the history of
+its rows. Declare the table either way:
+
+* as a model, ``class ArticleTag(Temporal, Base)`` with the two foreign keys
+  as its primary key, passing ``secondary=ArticleTag.__table__`` (this also
+  gives you ``history()``, ``versions()`` and bulk statements on the links);
+* or with :func:`association_table`, the temporal twin of a plain ``Table``.
+
+**Reads.** The relationship's secondary join condition gets one more
+criterion: the link was valid at the statement's moment. The moment is a
+bound parameter, "the present" unless the statement reads :func:`as_of`, so
+every loading style that builds on the join condition (lazy, joined,
+selectin, subquery, ``select(A).join(A.tags)``, ``any()``/``has()``,
+dynamic and write-only collections) sees the links of that moment, and one
+cached statement serves every moment.
+
+**Writes.** The unit of work computes which links a flush adds and removes
+(``append``, ``remove``, assignment, ``clear``, a deleted parent) as for a
+plain association table; only the statements change. An added link is
+inserted as the current version, stamped with the transaction's timestamp; a
+removed link's current version is expired, so every past link stays readable.
+A link added and removed in one transaction leaves nothing, and a link that a
+concurrent transaction removed first is a :class:`~temporal.ConflictError`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Column, Connection, MetaData, Table, and_, bindparam, insert, or_
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+
+from temporal import _compat
+from temporal.clock import UTC
+from temporal.errors import UnsupportedError
+from temporal.model import CREATED_AT, EXPIRED_AT, is_temporal_table, key_columns, temporal_table
+from temporal.types import UTCDateTime
+from temporal.versioning import execute, expire_versions, transaction_state
+
+MOMENT = "temporal_moment"
+"""Name of the bound parameter that carries a statement's moment to link criteria."""
+
+# "The present" as a moment: every version started before it, and only a current
+# version (expired_at NULL) is still valid at it.
+_PRESENT = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def association_table(
+    name: str, metadata: MetaData, *columns: Any, ttl: timedelta | None = None, **kw: Any
+) -> Table:
+    """A temporal association table for ``relationship(secondary=...)``.
+
+    Give it the two foreign-key columns as ``primary_key=True`` (they name the
+    link), and any other columns; ``created_at`` and ``expired_at`` are added::
+
+        article_tag = association_table(
+            "article_tag", Base.metadata,
+            Column("article_id", ForeignKey("articles.id"), primary_key=True),
+            Column("tag_id", ForeignKey("tags.id"), primary_key=True),
+        )
+    """
+    period: tuple[Column[Any], ...] = (
+        Column(CREATED_AT, UTCDateTime(), primary_key=True, autoincrement=False),
+        Column(EXPIRED_AT, UTCDateTime(), nullable=True),
+    )
+    return temporal_table(name, metadata, (*columns, *period), kw, ttl, name)
+
+
+def moment_parameters(at: datetime) -> dict[str, datetime]:
+    """Execution parameters that make link criteria read as of ``at``."""
+    return {MOMENT: at}
+
+
+def _valid_at_moment(table: Table) -> ColumnElement[bool]:
+    moment: BindParameter[datetime] = bindparam(MOMENT, _PRESENT, type_=UTCDateTime())
+    return and_(table.c[CREATED_AT] <= moment,
+                or_(table.c[EXPIRED_AT].is_(None), table.c[EXPIRED_AT] > moment))
+
+
+def _reads_moment(clause: Any) -> bool:
+    return clause is not None and any(
+        isinstance(e, BindParameter) and e.key == MOMENT for e in visitors.iterate(clause))
+
+
+def _with_period(secondary: Any, primaryjoin: Any, secondaryjoin: Any) -> Any:
+    # A backref's join conditions are its forward relationship's, swapped: the
+    # criterion is already there.
+    if not is_temporal_table(secondary) or _reads_moment(primaryjoin) \
+            or _reads_moment(secondaryjoin):
+        return secondaryjoin
+    return and_(secondaryjoin, _valid_at_moment(secondary))
+
+
+def _write_links(
+    conn: Connection, table: Table, inserts: list[dict[str, Any]],
+    updates: list[dict[str, Any]], deletes: list[dict[str, Any]],
+) -> None:
+    if updates:
+        raise UnsupportedError(
+            f"the links in {table.name} name the entities they join, so a changed key "
+            "cannot move them; delete the entity and insert a new one instead")
+    tx = transaction_state(conn)
+    if deletes:
+        names = [c.key for c in key_columns(table)]
+        missing = [n for n in names if n not in deletes[0]]
+        if missing:
+            raise UnsupportedError(
+                f"{table.name}: its key column(s) {missing} are not set by the relationship, "
+                "so a removed link cannot be told apart; make the foreign keys the key")
+        keys = list(dict.fromkeys(tuple(row[n] for n in names) for row in deletes))
+        expire_versions(conn, table, keys, tx)
+    if inserts:
+        tx.written.add(table)
+        period = {CREATED_AT: tx.stamp, EXPIRED_AT: None}
+        execute(conn, insert(table), [{**row, **period} for row in inserts])
+
+
+_compat.extend_secondary_joins(_with_period)
+_compat.route_secondary_writes(is_temporal_table, _write_links)
