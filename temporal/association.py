@@ -28,10 +28,14 @@ concurrent transaction removed first is a :class:`~temporal.ConflictError`.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, Table, and_, bindparam, insert, or_
+from sqlalchemy import Column, Connection, MetaData, Table, and_, bindparam, insert, or_, select
+from sqlalchemy.orm import Mapper, object_mapper
+from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, get_history
+from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -118,6 +122,43 @@ def _write_links(
         tx.written.add(table)
         period = {CREATED_AT: tx.stamp, EXPIRED_AT: None}
         execute(conn, insert(table), [{**row, **period} for row in inserts])
+
+
+def end_links(conn: Connection, mapper: Mapper[Any], states: list[InstanceState[Any]]) -> None:
+    """A deleted temporal entity's links end with it (the ORM would have deleted
+    them, but temporal deletes never reach it)."""
+    tx = transaction_state(conn)
+    for rel in _linking(mapper):
+        table = rel.secondary
+        assert isinstance(table, Table)
+        found: list[tuple[Any, ...]] = []
+        for state in states:
+            obj = state.obj()
+            if obj is None:
+                continue
+            where = [link == getattr(obj, mapper.get_property_by_column(own).key)
+                     for own, link in rel.synchronize_pairs]
+            found += [tuple(r) for r in conn.execute(
+                select(*key_columns(table)).where(*where, table.c[EXPIRED_AT].is_(None)))]
+        if found:
+            expire_versions(conn, table, list(dict.fromkeys(found)), tx)
+
+
+def changes_links(obj: Any) -> bool:
+    """Does ``obj`` have unflushed changes to collections through temporal links?"""
+    return any(get_history(obj, rel.key, passive=PASSIVE_NO_INITIALIZE).has_changes()
+               for rel in _linking(object_mapper(obj)))
+
+
+@functools.cache
+def _linking(mapper: Mapper[Any]) -> tuple[Any, ...]:
+    """The writable relationships of ``mapper`` through temporal association tables,
+    one per table and direction."""
+    seen: dict[tuple[Any, ...], Any] = {}
+    for rel in mapper.relationships:
+        if rel.secondary is not None and is_temporal_table(rel.secondary) and not rel.viewonly:
+            seen.setdefault((rel.secondary, *rel.synchronize_pairs), rel)
+    return tuple(seen.values())
 
 
 _compat.extend_secondary_joins(_with_period)

@@ -33,6 +33,7 @@ from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
 
 from temporal import _compat
+from temporal.association import changes_links, end_links
 from temporal.errors import ConflictError, ReadOnlyError, UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table
 from temporal.query import is_slice_token
@@ -174,7 +175,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     for obj in session.dirty:
         state = instance_state(obj)
         if state.key is not None and is_slice_token(state.key[2]) and \
-                session.is_modified(obj, include_collections=False):
+                (session.is_modified(obj, include_collections=False) or changes_links(obj)):
             _refuse_slice(state, "change")
     _promote_orphans(session)
     doomed: dict[Mapper[Any], list[InstanceState[Any]]] = defaultdict(list)
@@ -192,6 +193,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
         read = {st.key[1]: st.dict[CREATED_AT] for st in states  # type: ignore[index]
                 if CREATED_AT in st.dict}
         expire_versions(conn, table, [st.key[1] for st in states], tx, read)  # type: ignore[index]
+        end_links(conn, mapper, states)
     # Only now: the SQL above needed every key, and from here the ORM treats
     # them as deleted (restored on rollback) without emitting a DELETE.
     _compat.mark_deleted(session, [state for states in doomed.values() for state in states])
