@@ -237,12 +237,11 @@ def test_rollback_and_one_transaction_leave_no_trace(engine: Engine, schema: Sch
         a.tags.append(s.get(m.tag, 1))
         s.flush()
         a.tags.clear()
-    with Session(engine) as s, s.begin():
-        with s.begin_nested() as inner:
-            a = s.get(m.article, 1)
-            a.tags.append(s.get(m.tag, 1))
-            s.flush()
-            inner.rollback()
+    with Session(engine) as s, s.begin(), s.begin_nested() as inner:
+        a = s.get(m.article, 1)
+        a.tags.append(s.get(m.tag, 1))
+        s.flush()
+        inner.rollback()
     assert _rows(engine, m.link) == before == []
 
 

@@ -82,9 +82,9 @@ def test_merging_a_stale_detached_object_is_a_conflict(db: Engine) -> None:
     with Session(db) as s, s.begin():
         s.get(Shelf, 1).label = "b"  # a concurrent change after the detached read
     stale.label = "c"
-    with Session(db) as s, pytest.raises(ConflictError, match="re-read it and retry"):
-        with s.begin():
-            s.merge(stale)
+    with Session(db) as s, pytest.raises(ConflictError, match="re-read it and retry"), \
+            s.begin():
+        s.merge(stale)
     with Session(db) as s:
         assert [v.label for v in history(s, Shelf, 1)] == ["a", "b"]  # nothing overwritten
 

@@ -21,8 +21,8 @@ from sqlalchemy import (
     Table,
     event,
     exc,
-    inspect,
     insert,
+    inspect,
     select,
     text,
 )
