@@ -67,6 +67,14 @@ def checked(engine: Engine) -> None:
                      lambda dbapi, _: dbapi.execute("PRAGMA foreign_keys = ON"))
 
 
+class Person(Temporal, Base):
+    """A temporal table referencing itself."""
+
+    __tablename__ = "people"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mentor_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+
+
 @pytest.fixture
 def db(engine: Engine) -> Iterator[Engine]:
     checked(engine)
@@ -145,3 +153,16 @@ def test_a_reference_added_later_covers_existing_history(engine: Engine) -> None
     notes.drop(engine)
     Author.__table__.drop(engine)
     assert key_table_name("authors") not in inspect(engine).get_table_names()
+
+
+def test_a_temporal_table_may_reference_itself(db: Engine) -> None:
+    with Session(db) as s, s.begin():
+        s.add_all([Person(id=1), Person(id=2)])
+    with Session(db) as s, s.begin():
+        s.delete(s.get(Person, 1))
+    with Session(db) as s, s.begin():
+        s.get(Person, 2).mentor_id = 1  # a deleted entity is still a known one
+    with Session(db) as s, s.begin():
+        s.add(Person(id=3, mentor_id=42))
+        with pytest.raises(exc.IntegrityError):
+            s.flush()
