@@ -33,8 +33,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Column, Connection, MetaData, Table, and_, bindparam, insert, or_, select
-from sqlalchemy.orm import Mapper, object_mapper
-from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, get_history
+from sqlalchemy.orm import Mapper, PassiveFlag, object_mapper
+from sqlalchemy.orm.attributes import get_history
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -146,7 +146,7 @@ def end_links(conn: Connection, mapper: Mapper[Any], states: list[InstanceState[
 
 def changes_links(obj: Any) -> bool:
     """Does ``obj`` have unflushed changes to collections through temporal links?"""
-    return any(get_history(obj, rel.key, passive=PASSIVE_NO_INITIALIZE).has_changes()
+    return any(get_history(obj, rel.key, passive=PassiveFlag.PASSIVE_NO_INITIALIZE).has_changes()
                for rel in _linking(object_mapper(obj)))
 
 

@@ -133,17 +133,18 @@ def _read_in_time(state: ORMExecuteState) -> Result[Any] | None:
         state.update_execution_options(identity_token=moment)
     if moment is None:
         return None
-    params = state.parameters
-    if isinstance(params, Mapping) or params is None:
-        # Links through temporal association tables read this moment too.
-        state.parameters = {**(params or {}), **moment_parameters(moment.at)}
+    # Links through temporal association tables read this moment too: it is the
+    # value of their criterion's bound parameter.
+    moment_params = moment_parameters(moment.at)
+    if state.parameters is None:
+        state.parameters = {}  # invoke_statement() merges params into a mapping
     if _dialect(state) == "sqlite":
         archived = archive_reads.archived_after(_connection(state), moment.at)
         if archived:
             state.update_execution_options(compiled_cache=None)
             with archive_reads.reading_archives(archived):
-                return state.invoke_statement()
-    return None
+                return state.invoke_statement(params=moment_params)
+    return state.invoke_statement(params=moment_params)
 
 
 def _dialect(state: ORMExecuteState) -> str:

@@ -126,8 +126,8 @@ READERS: dict[str, Reader] = {
     "backref": lambda s, m, o: sorted(t.name for t in s.scalars(
         select(m.tag).options(*o)) if t.articles),
     "dynamic": lambda s, m, o: [t.name for t in _one_article(s, m, o).dynamic_tags],
-    "write_only": lambda s, m, o: list(s.scalars(
-        _one_article(s, m, o).written_tags.select().with_only_columns(m.tag.name))),
+    "write_only": lambda s, m, o: [t.name for t in s.scalars(
+        _one_article(s, m, o).written_tags.select())],
 }
 
 
