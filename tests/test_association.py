@@ -363,3 +363,83 @@ def test_an_association_model_versions_links_written_either_way(school: Engine) 
         assert [(v.created_at, v.expired_at) for v in history(s, Enrolment, (1, 1))] == \
             [(t1, t2)]
         assert [c.title for c in s.get(Student, 1, options=[as_of(t2)]).courses] == ["logic"]
+
+
+# -- ported from SQLAlchemy-Continuum's many-to-many cases ----------------------------
+
+
+def test_deleting_the_other_entity_ends_the_link(engine: Engine, temporal_schema: Schema
+                                                 ) -> None:
+    m = temporal_schema
+    with Session(engine) as s, s.begin():
+        s.add(m.article(id=1, title="a", tags=[m.tag(id=1, name="x")]))
+        t1 = transaction_time(s)
+    with Session(engine) as s, s.begin():
+        s.delete(s.get(m.tag, 1))  # the tag, not the link
+        s.get(m.article, 1).title = "b"
+    with Session(engine) as s:
+        assert s.get(m.article, 1).tags == []
+        assert [t.name for t in s.get(m.article, 1, options=[as_of(t1)]).tags] == ["x"]
+    assert [r[2] is not None for r in _links(engine, m)] == [True]
+
+
+def test_links_and_both_entities_changing_over_several_transactions(
+    engine: Engine, temporal_schema: Schema
+) -> None:
+    m = temporal_schema
+    with Session(engine) as s, s.begin():
+        s.add(m.article(id=1, title="a", tags=[m.tag(id=1, name="x")]))
+        t1 = transaction_time(s)
+    with Session(engine) as s, s.begin():
+        a, x = s.get(m.article, 1), s.get(m.tag, 1)
+        a.tags.append(m.tag(id=2, name="y"))
+        x.name, a.title = "x2", "a2"
+        t2 = transaction_time(s)
+    with Session(engine) as s, s.begin():
+        a, x = s.get(m.article, 1), s.get(m.tag, 1)
+        x.name, a.title = "x3", "a3"
+        t3 = transaction_time(s)
+    with Session(engine) as s:
+        seen = [(a.title, [t.name for t in a.tags]) for a in
+                (s.get(m.article, 1, options=[as_of(t)]) for t in (t1, t2, t3))]
+        assert seen == [("a", ["x"]), ("a2", ["x2", "y"]), ("a3", ["x3", "y"])]
+        # each tag, at each moment, is that moment's version
+        assert [[a.title for a in s.get(m.tag, 2, options=[as_of(t)]).articles]
+                for t in (t2, t3)] == [["a2"], ["a3"]]
+
+
+def test_a_self_referential_many_to_many(engine: Engine) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    citations = association_table(
+        "cites", Base.metadata,
+        Column("citing_id", ForeignKey("papers.id"), primary_key=True),
+        Column("cited_id", ForeignKey("papers.id"), primary_key=True),
+    )
+
+    class Paper(Temporal, Base):
+        __tablename__ = "papers"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str] = mapped_column(String(50))
+        cites: Mapped[list[Paper]] = relationship(
+            secondary=citations, primaryjoin=lambda: Paper.id == citations.c.citing_id,
+            secondaryjoin=lambda: Paper.id == citations.c.cited_id, backref="cited_by",
+            order_by=lambda: Paper.id)
+
+    foreign_keys_on(engine)
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Paper(id=1, title="p1", cites=[Paper(id=2, title="p2")]))
+        t1 = transaction_time(s)
+    with Session(engine) as s, s.begin():
+        p1 = s.get(Paper, 1)
+        p1.cites.append(Paper(id=3, title="p3"))
+        p1.cites.remove(s.get(Paper, 2))
+        t2 = transaction_time(s)
+    with Session(engine) as s:
+        assert [p.id for p in s.get(Paper, 1, options=[as_of(t1)]).cites] == [2]
+        assert [p.id for p in s.get(Paper, 1, options=[as_of(t2)]).cites] == [3]
+        assert [p.id for p in s.get(Paper, 2, options=[as_of(t1)]).cited_by] == [1]
+        assert s.get(Paper, 2).cited_by == []
+        assert [p.id for p in s.get(Paper, 3).cited_by] == [1]
