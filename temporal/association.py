@@ -29,15 +29,31 @@ concurrent transaction removed first is a :class:`~temporal.ConflictError`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapper, PassiveFlag, object_mapper
 from sqlalchemy.orm.attributes import get_history
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from temporal import _compat
 from temporal.clock import UTC
@@ -75,15 +91,57 @@ def association_table(
     return temporal_table(name, metadata, (*columns, *period), kw, ttl, name)
 
 
+_READING_PAST: ContextVar[bool] = ContextVar("temporal_links_as_of", default=False)
+
+
 def moment_parameters(at: datetime) -> dict[str, datetime]:
     """Execution parameters that make link criteria read as of ``at``."""
     return {MOMENT: at}
 
 
+@contextmanager
+def reading_past_links() -> Iterator[None]:
+    """Compile link criteria in this block for an as-of read (see :class:`_ValidAtMoment`)."""
+    token = _READING_PAST.set(True)
+    try:
+        yield
+    finally:
+        _READING_PAST.reset(token)
+
+
+class _ValidAtMoment(ColumnElement[bool]):
+    """The link criterion: ``expired_at IS NULL`` in reads of the present (so the
+    database can use the table's current-rows index, whatever plan it caches),
+    the full "valid at the moment" rule in as-of reads.
+
+    Which one is rendered is decided at compile time. That is safe for the
+    compiled cache because an as-of statement carries its ``as_of`` option,
+    which is part of its cache key: it never shares a cached form with a read
+    of the present.
+    """
+
+    __visit_name__ = "temporal_valid_at_moment"
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [("present", InternalTraversal.dp_clauseelement),
+                           ("past", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, present: ColumnElement[bool], past: ColumnElement[bool]) -> None:
+        self.present = present
+        self.past = past
+
+
+@compiles(_ValidAtMoment)
+def _render_valid_at_moment(element: _ValidAtMoment, compiler: Any, **kw: Any) -> str:
+    chosen = element.past if _READING_PAST.get() else element.present
+    return compiler.process(chosen, **kw)  # type: ignore[no-any-return]
+
+
 def _valid_at_moment(table: Table) -> ColumnElement[bool]:
     moment: BindParameter[datetime] = bindparam(MOMENT, _PRESENT, type_=UTCDateTime())
-    return and_(table.c[CREATED_AT] <= moment,
-                or_(table.c[EXPIRED_AT].is_(None), table.c[EXPIRED_AT] > moment))
+    current = table.c[EXPIRED_AT].is_(None)
+    return _ValidAtMoment(current, and_(table.c[CREATED_AT] <= moment,
+                                        or_(current, table.c[EXPIRED_AT] > moment)))
 
 
 def _reads_moment(clause: Any) -> bool:

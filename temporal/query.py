@@ -33,7 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
 from temporal import _compat, archival, archive_reads
-from temporal.association import moment_parameters
+from temporal.association import moment_parameters, reading_past_links
 from temporal.clock import aware
 from temporal.errors import UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
@@ -138,13 +138,14 @@ def _read_in_time(state: ORMExecuteState) -> Result[Any] | None:
     moment_params = moment_parameters(moment.at)
     if state.parameters is None:
         state.parameters = {}  # invoke_statement() merges params into a mapping
-    if _dialect(state) == "sqlite":
-        archived = archive_reads.archived_after(_connection(state), moment.at)
-        if archived:
-            state.update_execution_options(compiled_cache=None)
-            with archive_reads.reading_archives(archived):
-                return state.invoke_statement(params=moment_params)
-    return state.invoke_statement(params=moment_params)
+    with reading_past_links():
+        if _dialect(state) == "sqlite":
+            archived = archive_reads.archived_after(_connection(state), moment.at)
+            if archived:
+                state.update_execution_options(compiled_cache=None)
+                with archive_reads.reading_archives(archived):
+                    return state.invoke_statement(params=moment_params)
+        return state.invoke_statement(params=moment_params)
 
 
 def _dialect(state: ORMExecuteState) -> str:
