@@ -37,7 +37,6 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    Column,
     Connection,
     MetaData,
     Table,
@@ -58,7 +57,14 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from temporal import _compat
 from temporal.clock import UTC
 from temporal.errors import UnsupportedError
-from temporal.model import CREATED_AT, EXPIRED_AT, is_temporal_table, key_columns, temporal_table
+from temporal.model import (
+    CREATED_AT,
+    EXPIRED_AT,
+    is_temporal_table,
+    key_columns,
+    period_columns,
+    temporal_table,
+)
 from temporal.types import UTCDateTime
 from temporal.versioning import execute, expire_versions, transaction_state
 
@@ -84,11 +90,7 @@ def association_table(
             Column("tag_id", ForeignKey("tags.id"), primary_key=True),
         )
     """
-    period: tuple[Column[Any], ...] = (
-        Column(CREATED_AT, UTCDateTime(), primary_key=True, autoincrement=False),
-        Column(EXPIRED_AT, UTCDateTime(), nullable=True),
-    )
-    return temporal_table(name, metadata, (*columns, *period), kw, ttl, name)
+    return temporal_table(name, metadata, (*columns, *period_columns()), kw, ttl, name)
 
 
 _READING_PAST: ContextVar[bool] = ContextVar("temporal_links_as_of", default=False)

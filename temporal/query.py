@@ -120,10 +120,13 @@ def _read_in_time(state: ORMExecuteState) -> Result[Any] | None:
         # Refreshing an object by key: with_loader_criteria stays out of these
         # loads, but a key alone would match every version.
         mapper = state.bind_mapper
-        if mapper is not None and is_temporal_table(mapper.local_table):
+        # (A joined-table subclass's own columns load through a statement the
+        # mapper derives from the inherit condition: it names the exact version.)
+        if mapper is not None and is_temporal_table(mapper.local_table) \
+                and hasattr(state.statement, "where"):
             table = mapper.local_table
             rule = table.c[EXPIRED_AT].is_(None) if moment is None else valid_at(table, moment.at)
-            state.statement = state.statement.where(rule)  # type: ignore[attr-defined]
+            state.statement = state.statement.where(rule)
         if moment is not None:
             state.update_execution_options(identity_token=moment)
     elif moment is None:
@@ -234,11 +237,12 @@ def versions(
     """
     table = temporal_table(model)
     mapper = inspect(model)
-    columns = [
-        table.c[prop.columns[0].name].label(prop.key)
-        for prop in mapper.column_attrs
-        if prop.columns[0].table is table
-    ]
+    columns = []
+    for prop in mapper.column_attrs:
+        # A joined-table subclass maps some attributes to both tables: its own.
+        own = [c for c in prop.columns if c.table is table]
+        if own:
+            columns.append(own[0].label(prop.key))
     stmt = select(*columns).order_by(*key_columns(table), table.c[CREATED_AT])
     where = period_predicate(table, from_to=from_to, between=between, contained_in=contained_in)
     if where is not None:

@@ -65,6 +65,38 @@ class Membership(Temporal, Base):
     badge: Mapped[str | None] = mapped_column(String(20))
 
 
+class Animal(Temporal, Base):
+    """Joined-table inheritance: each table keeps versions in step with the other."""
+
+    __tablename__ = "animals"
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "animal"}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(50))
+
+
+class Dog(Animal):
+    __tablename__ = "dogs"
+    __mapper_args__ = {"polymorphic_identity": "dog"}
+    id: Mapped[int] = mapped_column(ForeignKey("animals.id"), primary_key=True)
+    bark: Mapped[str] = mapped_column(String(20))
+
+
+class PlainAnimal(Base):
+    __tablename__ = "plain_animals"
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "animal"}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(50))
+
+
+class PlainDog(PlainAnimal):
+    __tablename__ = "plain_dogs"
+    __mapper_args__ = {"polymorphic_identity": "dog"}
+    id: Mapped[int] = mapped_column(ForeignKey("plain_animals.id"), primary_key=True)
+    bark: Mapped[str] = mapped_column(String(20))
+
+
 class PlainEmployee(Base):
     """The same hierarchy, unversioned, to compare behaviour with."""
 
@@ -187,23 +219,6 @@ def test_bad_keys_are_refused_with_a_temporal_error() -> None:
             id: Mapped[int]
 
 
-def test_a_joined_table_subclass_is_refused_with_a_clear_error() -> None:
-    class Other(DeclarativeBase):
-        pass
-
-    class Animal(Temporal, Other):
-        __tablename__ = "animals"
-        __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "animal"}
-        id: Mapped[int] = mapped_column(primary_key=True)
-        kind: Mapped[str] = mapped_column(String(20))
-
-    with pytest.raises(UnsupportedError, match="single-table inheritance"):
-        class Dog(Animal):
-            __tablename__ = "dogs"
-            __mapper_args__ = {"polymorphic_identity": "dog"}
-            id: Mapped[int] = mapped_column(ForeignKey("animals.id"), primary_key=True)
-
-
 def test_ttl_must_be_positive() -> None:
     class Other(DeclarativeBase):
         pass
@@ -213,3 +228,53 @@ def test_ttl_must_be_positive() -> None:
             __tablename__ = "bad"
             __temporal_ttl__ = timedelta(0)
             id: Mapped[int] = mapped_column(primary_key=True)
+
+
+@pytest.mark.parametrize("models", [(Animal, Dog), (PlainAnimal, PlainDog)],
+                         ids=["temporal", "plain"])
+def test_joined_table_inheritance_reads_like_a_plain_hierarchy(
+    db: Engine, models: tuple[type[Animal], type[Dog]]
+) -> None:
+    base, sub = models
+    with Session(db) as s, s.begin():
+        s.add_all([sub(id=1, name="rex", bark="woof"), base(id=2, name="cat")])
+    with Session(db) as s, s.begin():
+        s.get(sub, 1).bark = "WOOF"
+    with Session(db) as s, s.begin():
+        s.get(base, 1).name = "Rex"  # a parent column, through the polymorphic parent
+    with Session(db) as s, s.begin():
+        s.delete(s.get(base, 2))
+    with Session(db) as s:
+        everyone = s.scalars(select(base).order_by(base.id)).all()
+        assert [(type(a).__name__, a.name) for a in everyone] == [(sub.__name__, "Rex")]
+        assert everyone[0].bark == "WOOF"  # the subclass table, loaded on access
+        assert [(d.name, d.bark) for d in s.scalars(select(sub))] == [("Rex", "WOOF")]
+
+
+def test_joined_table_inheritance_versions_both_tables_in_step(db: Engine) -> None:
+    with Session(db) as s, s.begin():
+        s.add_all([Dog(id=1, name="rex", bark="woof"), Animal(id=2, name="cat")])
+        t1 = transaction_time(s)
+    with Session(db) as s, s.begin():
+        s.get(Dog, 1).bark = "WOOF"  # only the subclass table changes ...
+        t2 = transaction_time(s)
+    with Session(db) as s, s.begin():
+        s.get(Animal, 1).name = "Rex"  # ... only the parent table changes
+        t3 = transaction_time(s)
+    with Session(db) as s, s.begin():
+        s.delete(s.get(Animal, 1))
+        t4 = transaction_time(s)
+    with Session(db) as s:
+        seen = []
+        for at in (t1, t2, t3):
+            dog = s.scalars(select(Animal).options(as_of(at)).where(Animal.id == 1)).one()
+            seen.append((type(dog).__name__, dog.name, dog.bark))
+        assert seen == [("Dog", "rex", "woof"), ("Dog", "rex", "WOOF"), ("Dog", "Rex", "WOOF")]
+        assert s.get(Dog, 1, options=[as_of(t4)]) is None and s.get(Dog, 1) is None
+        # Both tables hold one version per change, with the same periods.
+        periods = [(v.created_at, v.expired_at) for v in history(s, Dog, 1)]
+        assert periods == [(t1, t2), (t2, t3), (t3, t4)]
+        assert [(v.created_at, v.expired_at) for v in history(s, Animal, 1)] == periods
+        assert [v.bark for v in history(s, Dog, 1)] == ["woof", "WOOF", "WOOF"]
+    with Session(db) as s, s.begin(), pytest.raises(UnsupportedError, match="joined-table"):
+        s.execute(update(Dog).where(Dog.id == 1).values(bark="grr"))
