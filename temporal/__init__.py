@@ -11,9 +11,11 @@ from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewri
 from temporal import catalog as _catalog  # noqa: F401  (registers tables on CREATE)
 from temporal import conflicts as _conflicts  # noqa: F401  (lost races -> ConflictError)
 from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
+from temporal import references as _references  # noqa: F401  (foreign keys to temporal tables)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
 from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
+from temporal.association import association_table
 from temporal.errors import (
     ConflictError,
     ExportError,
@@ -50,6 +52,7 @@ __all__ = [
     "__version__",
     "archive",
     "as_of",
+    "association_table",
     "export",
     "history",
     "load",
