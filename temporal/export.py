@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -97,9 +97,9 @@ class _Source:
     copy: str | None = None  # PostgreSQL: a query of canonical text for COPY
 
 
-def _temporal_table(conn: Connection, name: str) -> Table:
+def _temporal_table(conn: Connection, name: str, schema: str | None = None) -> Table:
     try:
-        table = Table(name, MetaData(), autoload_with=conn)
+        table = Table(name, MetaData(), autoload_with=conn, schema=schema)
     except exc.NoSuchTableError:
         raise ExportError(f"no table named {name!r} in this database") from None
     if temporal_shape(table) is None:
@@ -239,12 +239,13 @@ class _Snapshot:
             self.conn.close()
 
 
-def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = False
-                   ) -> _Snapshot:
+def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = False,
+                   prepare: Callable[[Connection], None] | None = None) -> _Snapshot:
     """A read transaction in which no version stamped at or before ``at`` can still appear.
 
     With ``shadow``, temporal tables are replaced by as-of views and the
-    transaction cannot write.
+    transaction cannot write; ``prepare`` then runs on the connection just
+    before it becomes read-only (to create temporary objects the read needs).
     """
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -258,7 +259,13 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = Fal
         conn = engine.connect()
         if shadow:  # temp views outlive this commit; the read-only snapshot comes next
             _shadow_tables(conn, at, dialect)
-            conn.commit()
+            try:
+                if prepare is not None:
+                    prepare(conn)
+                conn.commit()
+            except BaseException:
+                _Snapshot(conn, dialect, shadowed=True).close()
+                raise
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn.begin()
         conn.execute(text("SET TRANSACTION READ ONLY"))
@@ -282,6 +289,12 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = Fal
                           "as of now must wait for it: retry, or raise the wait") from None
     if shadow:
         _shadow_tables(conn, at, dialect)
+        try:
+            if prepare is not None:
+                prepare(conn)
+        except BaseException:
+            _Snapshot(conn, dialect, shadowed=True).close()
+            raise
         conn.exec_driver_sql("PRAGMA query_only = 1")
     return _Snapshot(conn, dialect, shadowed=shadow)
 
@@ -438,12 +451,16 @@ def export(
     as_of: datetime,
     tables: Sequence[str] | None = None,
     query: str | None = None,
-    name: str = "query",
+    name: str | None = None,
     format: str = "csv",
     force: bool = False,
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
+    spine: str | Path | None = None,
+    spine_query: str | None = None,
+    at: str | None = None,
+    join: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Manifest:
     """Export ``tables`` (or a read-only ``query``) as of ``as_of``; return the manifest.
 
@@ -452,8 +469,24 @@ def export(
     column. ``out_dir`` must be empty or missing unless ``force``. ``wait``
     bounds, in seconds, how long to wait for writers that could still commit a
     version as of ``as_of``.
+
+    With a ``spine`` (a CSV or Parquet file) or a ``spine_query``, the export
+    is a point-in-time join instead (see :mod:`temporal.pitjoin`): each spine
+    row gets the data columns of each table in ``join`` (table -> spine key
+    column(s)) as of the row's own time in column ``at``.
     """
-    at = aware(as_of, what="as_of")
+    if spine is not None or spine_query is not None or join or at is not None:
+        if tables or query is not None:
+            raise ExportError("a point-in-time join exports its spine; do not also name "
+                              "tables or a query")
+        from temporal.pitjoin import export_join
+
+        return export_join(source, out_dir, as_of=as_of, spine=spine, spine_query=spine_query,
+                           at=at, join=join or {}, name=name or "spine", format=format,
+                           force=force, rows_per_file=rows_per_file, wait=wait,
+                           on_progress=on_progress)
+    name = name or "query"
+    at_ = aware(as_of, what="as_of")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if (query is None) == (not tables):
@@ -462,8 +495,8 @@ def export(
         raise ExportError("a table is named twice")
     if query is not None and not name.replace("_", "").replace("-", "").isalnum():
         raise ExportError(f"the query's name {name!r} must be letters, digits, - and _")
-    plan = ExportPlan(at=at, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
-                 on_progress=on_progress)
+    plan = ExportPlan(at=at_, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
+                      on_progress=on_progress)
     return run_export(source, Path(out_dir), plan, tables=tables, name=name, wait=wait)
 
 
@@ -479,6 +512,25 @@ class ExportPlan:
     on_progress: Callable[[Progress], None] | None = None
     digest: str = CSV_ROWS  # verify re-exports with the algorithm its manifest names
     copy: bool = True  # PostgreSQL CSV through COPY where every column allows it
+    # Change feeds (temporal.changes) and point-in-time joins (temporal.pitjoin):
+    changes: dict[str, str] | None = None  # the manifest's since/until
+    spine: dict[str, Any] | None = None  # the manifest's spine, keys and tables
+    attachments: tuple[tuple[str, Path], ...] = ()  # (path in the export, file) copied in
+
+
+def export_sources(source: str | Engine, out: Path, plan: ExportPlan, *, wait: float,
+                   sources: Callable[[_Snapshot], list[_Source]], tables: list[str],
+                   shadow: bool = False, prepare: Callable[[Connection], None] | None = None
+                   ) -> Manifest:
+    """The export pipeline for rows from elsewhere: a snapshot as of ``plan.at``,
+    then ``sources(snapshot)`` written and described like tables."""
+    _check_out_dir(out, plan.force)
+    with engine_for(source) as engine:
+        snapshot = _open_snapshot(engine, plan.at, wait, shadow=shadow, prepare=prepare)
+        try:
+            return _export_in(snapshot, out, sources(snapshot), plan, tables=tables)
+        finally:
+            snapshot.close()
 
 
 def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,
@@ -498,10 +550,12 @@ def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Seq
             snapshot.close()
 
 
-def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan
-               ) -> Manifest:
+def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan,
+               tables: list[str] | None = None) -> Manifest:
     conn = snapshot.conn
     _make_out_dir(out, plan.force)  # only now: a refused export leaves nothing behind
+    for inside, original in plan.attachments:
+        shutil.copyfile(original, out / inside)
     digest = hashlib.sha256()
     files: list[FileEntry] = []
     per_table: dict[str, str] = {}
@@ -514,7 +568,8 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
     manifest = Manifest(
         as_of=isoformat(plan.at), format=fmt,
         writer={**SETTINGS[fmt], "rows_per_file": plan.rows_per_file},
-        tables=[] if plan.query is not None else [s.name for s in sources], query=plan.query,
+        tables=tables if tables is not None else
+        [] if plan.query is not None else [s.name for s in sources], query=plan.query,
         schema={s.name: [{"name": c, "type": t} for c, t in zip(s.columns, s.types, strict=True)]
                 for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
@@ -523,7 +578,7 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
         library=_library_versions(fmt),
         database={"dialect": snapshot.dialect,
                   "server_version": ".".join(str(p) for p in server)},
-        settings=snapshot.settings,
+        settings=snapshot.settings, changes=plan.changes, spine=plan.spine,
     )
     manifest.write(out)
     return manifest

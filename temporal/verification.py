@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from temporal.export import ROWS_PER_FILE, ExportError, ExportPlan, run_export
-from temporal.manifest import CSV_ROWS, ManifestError, file_sha256, read_manifest
+from temporal.manifest import CSV_ROWS, Manifest, ManifestError, file_sha256, read_manifest
 
 
 @dataclass
@@ -62,13 +62,7 @@ def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyRe
         report.database_checked = True
         with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
             try:
-                plan = ExportPlan(
-                    at=datetime.fromisoformat(loaded.as_of.replace("Z", "+00:00")),
-                    query=loaded.query, fmt=loaded.format,
-                    rows_per_file=loaded.writer.get("rows_per_file", ROWS_PER_FILE),
-                    digest=loaded.content_digest.get("algorithm", CSV_ROWS))
-                fresh = run_export(source, Path(tmp), plan, tables=loaded.tables or None,
-                                   name=next(iter(loaded.schema), "query"), wait=30.0)
+                fresh = _reexport(loaded, source, Path(tmp))
             except ExportError as error:
                 report.problems.append(f"database: {error}")
                 return report
@@ -84,6 +78,29 @@ def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyRe
                         "differs from the export" in p for p in report.problems):
                     report.problems.append(f"database: re-export of {entry.path} differs")
     return report
+
+
+def _reexport(loaded: Manifest, source: str | Engine, out: Path) -> Manifest:
+    """Export again what ``loaded`` describes: tables or a query as of its moment, a
+    change feed, or a point-in-time join."""
+    plan = ExportPlan(
+        at=datetime.fromisoformat(loaded.as_of.replace("Z", "+00:00")),
+        query=loaded.query, fmt=loaded.format,
+        rows_per_file=loaded.writer.get("rows_per_file", ROWS_PER_FILE),
+        digest=loaded.content_digest.get("algorithm", CSV_ROWS),
+        changes=loaded.changes, spine=loaded.spine)
+    if loaded.changes is not None:
+        from temporal.changes import run_changes
+
+        return run_changes(source, out, plan, tables=loaded.tables, wait=30.0)
+    if loaded.spine is not None:
+        from temporal.pitjoin import rerun_join
+
+        assert loaded.path is not None
+        return rerun_join(source, out, plan, loaded.path.parent,
+                          name=next(iter(loaded.schema), "spine"), wait=30.0)
+    return run_export(source, out, plan, tables=loaded.tables or None,
+                      name=next(iter(loaded.schema), "query"), wait=30.0)
 
 
 def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None) -> Any:
