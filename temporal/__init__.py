@@ -13,6 +13,7 @@ from temporal import migration as _migration  # noqa: F401  (registers Alembic o
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
 from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
+from temporal.changes import Change, changes, iter_changes
 from temporal.errors import (
     ConflictError,
     InvalidTimeError,
@@ -34,6 +35,7 @@ __all__ = [
     "ArchiveSummary",
     "ArchivedError",
     "ArchiverBusyError",
+    "Change",
     "ConflictError",
     "ExportError",
     "InvalidTimeError",
@@ -48,8 +50,10 @@ __all__ = [
     "__version__",
     "archive",
     "as_of",
+    "changes",
     "export",
     "history",
+    "iter_changes",
     "load",
     "period_predicate",
     "transaction_time",

@@ -112,30 +112,107 @@ def export_command(
                                                     "export; repeat for several.")] = None,
     query: Annotated[str | None, typer.Option("--query", help="Read-only SQL to export "
                                               "instead of tables.")] = None,
-    name: Annotated[str, typer.Option("--name", help="Folder name for --query output.")
-                    ] = "query",
+    name: Annotated[str | None, typer.Option("--name", help="Folder name for --query output "
+                                             "(default query) or a join's (default spine).",
+                                             show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
     force: Annotated[bool, typer.Option("--force", help="Empty a non-empty --out first.")
                      ] = False,
     wait: Annotated[str, typer.Option("--wait", help="How long to wait for writers that "
                                       "could still commit before --as-of.")] = "30s",
+    spine: Annotated[Path | None, typer.Option("--spine", help="Point-in-time join: a CSV or "
+                                               "Parquet file of events (key, time, labels).")
+                     ] = None,
+    spine_query: Annotated[str | None, typer.Option("--spine-query", help="Point-in-time "
+                                                    "join: SQL giving the events instead.")
+                           ] = None,
+    at: Annotated[str | None, typer.Option("--at", help="The spine's event-time column.")
+                  ] = None,
+    join: Annotated[list[str] | None, typer.Option("--join", help="TABLE=SPINE_COLUMN "
+                                                   "(comma-separated for a composite key); "
+                                                   "repeat for several tables.")] = None,
     url: UrlOption = None,
 ) -> None:
-    """Export tables as they were at --as-of, with a checksum manifest."""
-    if bool(table) == bool(query):
+    """Export tables as they were at --as-of, with a checksum manifest.
+
+    With --spine or --spine-query, a point-in-time join instead: each spine row
+    gets each --join table's columns as of its own --at time, never later.
+    """
+    joined = _join_option(join or [])
+    pit = spine is not None or spine_query is not None or bool(joined) or at is not None
+    if pit and (table or query):
+        fail("a point-in-time join (--spine/--spine-query) exports its spine; do not also "
+             "pass --table or --query", 2)
+    if pit and (spine is None) == (spine_query is None):
+        fail("pass one spine: --spine FILE or --spine-query SQL", 2)
+    if pit and (not at or not joined):
+        fail("a point-in-time join needs --at COLUMN and at least one --join "
+             "TABLE=SPINE_COLUMN", 2)
+    if not pit and bool(table) == bool(query):
         fail("name tables with --table, or pass --query (not both)", 2)
     moment = parse_time(as_of)
     report, stop = _progress()
     try:
         manifest = export(database_url(url), out, as_of=moment, tables=table, query=query,
                           name=name, format=fmt, force=force,
-                          wait=parse_duration(wait).total_seconds(), on_progress=report)
+                          wait=parse_duration(wait).total_seconds(), on_progress=report,
+                          spine=spine, spine_query=spine_query, at=at, join=joined or None)
     finally:
         stop()
     assert manifest.path is not None
     digest = manifest.content_digest["all"][:16]
     typer.echo(f"exported {manifest.rows:,} rows as of {manifest.as_of} to "
                f"{manifest.path.parent} ({len(manifest.files)} files, content sha256 {digest})")
+
+
+def _join_option(values: list[str]) -> dict[str, list[str]]:
+    joined: dict[str, list[str]] = {}
+    for value in values:
+        table, sep, columns = value.partition("=")
+        keys = [c.strip() for c in columns.split(",")]
+        if not sep or not table.strip() or not all(keys):
+            fail(f"--join {value!r}: write TABLE=SPINE_COLUMN (TABLE=COL1,COL2 for a "
+                 "composite key)", 2)
+        if table.strip() in joined:
+            fail(f"--join names {table.strip()} twice", 2)
+        joined[table.strip()] = keys
+    return joined
+
+
+@app.command("changes")
+def changes_command(
+    since: Annotated[str, typer.Option("--since", help="Changes after this moment "
+                                       "(ISO-8601), not at it.")],
+    until: Annotated[str, typer.Option("--until", help="Changes up to and including this "
+                                       "moment (ISO-8601; not in the future).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (new or empty).")],
+    table: Annotated[list[str] | None, typer.Option("--table", help="A temporal table; "
+                                                    "repeat for several (default: all).")
+                     ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    force: Annotated[bool, typer.Option("--force", help="Empty a non-empty --out first.")
+                     ] = False,
+    wait: Annotated[str, typer.Option("--wait", help="How long to wait for writers that "
+                                      "could still commit before --until.")] = "30s",
+    url: UrlOption = None,
+) -> None:
+    """Export every change in (--since, --until] with _change_type and _commit_time."""
+    from temporal.changes import changes
+
+    report, stop = _progress()
+    try:
+        manifest = changes(database_url(url), out, since=parse_time(since),
+                           until=parse_time(until), tables=table, format=fmt, force=force,
+                           wait=parse_duration(wait).total_seconds(), on_progress=report)
+    finally:
+        stop()
+    assert manifest.path is not None
+    digest = manifest.content_digest["all"][:16]
+    window = manifest.changes or {}
+    typer.echo(f"exported {manifest.rows:,} changes in ({window.get('since')}, "
+               f"{window.get('until')}] of "
+               f"{len(manifest.tables)} table(s) to {manifest.path.parent} "
+               f"(content sha256 {digest})")
 
 
 @app.command("verify")
