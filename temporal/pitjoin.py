@@ -146,15 +146,26 @@ def rerun_join(source: str | Engine, out: Path, plan: ExportPlan, root: Path, *,
     record = json.loads(json.dumps(plan.spine))  # a copy: the run fills in what it finds
     attachments: tuple[tuple[str, Path], ...] = ()
     if "file" in record:
-        path = root / record["file"]
-        if path.resolve().parent != root.resolve() or not path.is_file():
-            raise ExportError(f"the export's spine copy {record['file']} is missing")
-        if file_sha256(path)[0] != record["sha256"]:
-            raise ExportError(f"the export's spine copy {record['file']} differs from the "
-                              "sha256 its manifest records")
-        attachments = ((record["file"], path),)
+        problems = spine_problems(record, root)
+        if problems:
+            raise ExportError(problems[0])
+        attachments = ((record["file"], root / record["file"]),)
     return _run(source, out, replace(plan, spine=record, attachments=attachments), name=name,
                 wait=wait)
+
+
+def spine_problems(record: dict[str, Any], root: Path) -> list[str]:
+    """What is wrong with the copy of a file spine in the export folder ``root``."""
+    if "file" not in record:
+        return []
+    inside = str(record["file"])
+    path = root / inside
+    if path.resolve().parent != root.resolve() or not path.is_file():
+        return [f"{inside}: the spine's copy is missing"]
+    sha, size = file_sha256(path)
+    if size != record.get("bytes") or sha != record.get("sha256"):
+        return [f"{inside}: the spine's copy differs from the sha256 its manifest records"]
+    return []
 
 
 # -- the spine ---------------------------------------------------------------------------

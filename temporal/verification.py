@@ -58,6 +58,10 @@ def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyRe
             report.problems.append(f"{entry.path}: {size} bytes, manifest says {entry.bytes}")
         elif sha != entry.sha256:
             report.problems.append(f"{entry.path}: sha256 differs from the manifest")
+    if loaded.spine is not None:
+        from temporal.pitjoin import spine_problems
+
+        report.problems += spine_problems(loaded.spine, root)
     if source is not None:
         report.database_checked = True
         with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
