@@ -410,8 +410,9 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
     if dialect == "postgresql":
         kind = spine.type_names[spine.names.index(at)]
         if not kind.startswith("TIMESTAMP"):
-            raise ExportError(f"spine column {at!r} is {kind.lower()}, not a time; "
-                              "cast it to timestamptz in the query")
+            fix = ("cast it to timestamptz in the query" if "query" in record else
+                   "write ISO-8601 times like 2026-03-01T12:00:00Z")
+            raise ExportError(f"spine column {at!r} is {kind.lower()}, not a time; {fix}")
         time = f"{s}.{quote(at)}"
         if kind == "TIMESTAMP WITHOUT TIME ZONE":  # a time without a zone is UTC
             time = f"({time} AT TIME ZONE 'UTC')"

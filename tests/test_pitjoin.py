@@ -1,0 +1,311 @@
+"""Point-in-time joins: each spine row's features as of its own time, never later."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from temporal import ExportError, archive, export, history, transaction_time, verify
+from temporal.cli import app
+from tests.models import Base, Customer, Line
+
+US = timedelta(microseconds=1)
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Engine]:
+    Base.metadata.create_all(engine)
+    yield engine
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_spine(path: Path, rows: list[tuple[Any, ...]],
+                header: tuple[str, ...] = ("example", "customer", "t", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def story(db: Engine) -> list[datetime]:
+    """Customer 1: ada, ada 2, deleted, back as ada 3. Customer 2: bob, unchanged."""
+    stamps = []
+    with Session(db) as s, s.begin():
+        s.add_all([Customer(id=1, name="ada"), Customer(id=2, name="bob")])
+        stamps.append(transaction_time(s))
+    with Session(db) as s, s.begin():
+        s.get(Customer, 1).name = "ada 2"
+        stamps.append(transaction_time(s))
+    with Session(db) as s, s.begin():
+        s.delete(s.get(Customer, 1))
+        stamps.append(transaction_time(s))
+    with Session(db) as s, s.begin():
+        s.add(Customer(id=1, name="ada 3"))
+        stamps.append(transaction_time(s))
+    return stamps
+
+
+def edge_spine(stamps: list[datetime]) -> list[tuple[Any, ...]]:
+    t1, t2, t3, t4 = stamps
+    return [
+        (1, 1, iso(t1 - US), "before the first version"),
+        (2, 1, iso(t1), "exactly at a version's start"),
+        (3, 1, iso(t2 - US), "just before its end"),
+        (4, 1, iso(t2), "exactly at its end: the next version"),
+        (5, 1, iso(t3), "after the delete"),
+        (6, 1, iso(t4), "re-inserted"),
+        (7, 3, iso(t4), "a key with no history"),
+        (8, 2, iso(t4), "never changed"),
+    ]
+
+
+EXPECTED = {1: "", 2: "ada", 3: "ada", 4: "ada 2", 5: "", 6: "ada 3", 7: "", 8: "bob"}
+
+
+def test_each_row_gets_the_version_valid_at_its_own_time(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    spine = write_spine(tmp_path / "labels.csv", edge_spine(story))
+    manifest = export(db, tmp_path / "out", as_of=story[-1], spine=spine, at="t",
+                      join={"customers": "customer"})
+    rows = rows_of(tmp_path / "out/spine/part-00000.csv")
+    assert {int(r["example"]): r["customers.name"] for r in rows} == EXPECTED
+    assert list(rows[0])[:5] == ["example", "customer", "t", "label", "customers.id"]
+    assert "customers.created_at" not in rows[0] and "customers.expired_at" not in rows[0]
+    assert [r["label"] for r in rows][:2] == ["before the first version",
+                                              "exactly at a version's start"]
+    assert manifest.tables == ["customers"]
+    record = json.loads((tmp_path / "out/manifest.json").read_text())["spine"]
+    assert record["file"] == "spine.csv" and record["format"] == "csv"
+    assert record["at"] == "t" and record["join"] == {
+        "customers": {"spine": ["customer"], "key": ["id"]}}
+    import hashlib
+
+    assert record["sha256"] == hashlib.sha256(spine.read_bytes()).hexdigest()
+    assert (tmp_path / "out/spine.csv").read_bytes() == spine.read_bytes()
+    assert verify(tmp_path / "out", db).ok
+
+
+def test_reproducible_after_later_writes_and_archival(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    spine = write_spine(tmp_path / "labels.csv", edge_spine(story))
+    first = export(db, tmp_path / "a", as_of=story[-1], spine=spine, at="t",
+                   join={"customers": "customer"}, format="parquet")
+    with Session(db) as s, s.begin():
+        s.get(Customer, 2).name = "bob later"
+        s.get(Customer, 1).name = "ada later"
+    assert archive(db, ttl=timedelta(microseconds=1), tables=["customers"]).moved >= 3
+    second = export(db, tmp_path / "b", as_of=story[-1], spine=spine, at="t",
+                    join={"customers": "customer"}, format="parquet")
+    assert second.to_json() == first.to_json()
+    assert ((tmp_path / "a/spine/part-00000.parquet").read_bytes()
+            == (tmp_path / "b/spine/part-00000.parquet").read_bytes())
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "b/spine/part-00000.parquet")
+    names = dict(zip(table.column("example").to_pylist(),
+                     table.column("customers.name").to_pylist(), strict=True))
+    assert names == {k: v or None for k, v in EXPECTED.items()}  # archived versions read
+    assert verify(tmp_path / "a", db).ok
+
+
+def test_no_feature_is_newer_than_its_row(db: Engine, tmp_path: Path) -> None:
+    """Leakage by construction: random history, random event times (many exactly at a
+    stamp); every row's features are those of the version valid at its time."""
+    rng = random.Random(14)
+    stamps: list[datetime] = []
+    alive: set[int] = set()
+    for step in range(25):
+        with Session(db) as s, s.begin():
+            for key in rng.sample(range(1, 9), 3):
+                if key in alive and rng.random() < 0.3:
+                    s.delete(s.get(Customer, key))
+                    alive.discard(key)
+                elif key in alive:
+                    s.get(Customer, key).name = f"k{key} step {step}"
+                else:
+                    s.add(Customer(id=key, name=f"k{key} born {step}", score=step))
+                    alive.add(key)
+            stamps.append(transaction_time(s))
+    spine = []
+    for example in range(200):
+        moment = rng.choice(stamps) + rng.choice([-US, timedelta(0), timedelta(0), US])
+        spine.append((example, rng.randint(0, 9), iso(min(moment, stamps[-1])), example % 2))
+    path = write_spine(tmp_path / "events.csv", spine)
+    export(db, tmp_path / "out", as_of=stamps[-1], spine=path, at="t",
+           join={"customers": "customer"})
+    out = rows_of(tmp_path / "out/spine/part-00000.csv")
+    assert len(out) == len(spine)
+    with Session(db) as s:
+        versions = {k: history(s, Customer, k) for k in range(0, 10)}
+    for row in out:
+        t = datetime.fromisoformat(row["t"].replace("Z", "+00:00"))
+        valid = [v for v in versions[int(row["customer"])]
+                 if v.created_at <= t and (v.expired_at is None or v.expired_at > t)]
+        assert len(valid) <= 1
+        if not valid:
+            assert row["customers.name"] == "" and row["customers.id"] == ""
+            continue
+        assert valid[0].created_at <= t  # never a later version
+        assert row["customers.name"] == valid[0].name
+        assert row["customers.score"] == repr(float(valid[0].score))
+
+
+def test_a_spine_query_reading_a_plain_table(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    with db.begin() as conn:
+        conn.execute(text("CREATE TABLE labels (example INTEGER, customer INTEGER, "
+                          "t VARCHAR(40), label VARCHAR(60))"))
+        for row in edge_spine(story):
+            conn.execute(text("INSERT INTO labels VALUES (:e, :c, :t, :l)"),
+                         dict(zip("ectl", row, strict=True)))
+    cast = "t" if db.dialect.name == "sqlite" else "CAST(t AS timestamptz) AS t"
+    query = f"SELECT example, customer, {cast}, label FROM labels WHERE label LIKE '%e%'"
+    manifest = export(db, tmp_path / "q", as_of=story[-1], spine_query=query, at="t",
+                      join={"customers": "customer"}, name="training")
+    rows = rows_of(tmp_path / "q/training/part-00000.csv")
+    assert {int(r["example"]): r["customers.name"] for r in rows} == EXPECTED
+    assert manifest.spine is not None
+    assert manifest.spine["query"] == query and manifest.spine["unversioned"] == ["labels"]
+    assert verify(tmp_path / "q", db).ok
+    with db.begin() as conn:  # the labels are the user's input: a change is caught
+        conn.execute(text("UPDATE labels SET label = 'relabelled' WHERE example = 2"))
+    assert not verify(tmp_path / "q", db).ok
+
+
+def test_composite_keys_and_two_tables(db: Engine, tmp_path: Path) -> None:
+    with Session(db) as s, s.begin():
+        s.add_all([Customer(id=1, name="ada"), Line(order_no="A", line_no=1, sku="x", qty=1)])
+        t1 = transaction_time(s)
+    with Session(db) as s, s.begin():
+        s.get(Line, ("A", 1)).qty = 5
+        t2 = transaction_time(s)
+    spine = write_spine(tmp_path / "s.csv", [(1, "A", 1, iso(t1)), (1, "A", 1, iso(t2)),
+                                             (1, "B", 1, iso(t2))],
+                        header=("customer", "order_no", "line_no", "t"))
+    export(db, tmp_path / "o", as_of=t2, spine=spine, at="t",
+           join={"customers": "customer", "lines": ["order_no", "line_no"]})
+    rows = rows_of(tmp_path / "o/spine/part-00000.csv")
+    assert [(r["order_no"], r["lines.qty"], r["customers.name"]) for r in rows] == [
+        ("A", "1", "ada"), ("A", "5", "ada"), ("B", "", "ada")]
+
+
+def test_a_parquet_spine(db: Engine, story: list[datetime], tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = edge_spine(story)
+    table = pa.table({
+        "example": [r[0] for r in rows], "customer": [r[1] for r in rows],
+        "t": pa.array([datetime.fromisoformat(r[2].replace("Z", "+00:00")) for r in rows],
+                      type=pa.timestamp("us", tz="UTC")),
+        "label": [r[3] for r in rows]})
+    pq.write_table(table, tmp_path / "labels.parquet")
+    manifest = export(db, tmp_path / "p", as_of=story[-1], spine=tmp_path / "labels.parquet",
+                      at="t", join={"customers": "customer"})
+    out = rows_of(tmp_path / "p/spine/part-00000.csv")
+    assert {int(r["example"]): r["customers.name"] for r in out} == EXPECTED
+    assert manifest.spine is not None and manifest.spine["file"] == "spine.parquet"
+    assert verify(tmp_path / "p", db).ok
+
+
+def test_rows_after_as_of_are_refused_and_nothing_is_written(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    spine = write_spine(tmp_path / "late.csv", [*edge_spine(story), (9, 1, iso(story[-1] + US),
+                                                                    "from the future")])
+    with pytest.raises(ExportError, match=r"1 spine row\(s\) have t after the export's as_of"):
+        export(db, tmp_path / "late", as_of=story[-1], spine=spine, at="t",
+               join={"customers": "customer"})
+    assert not (tmp_path / "late").exists()
+    missing = write_spine(tmp_path / "none.csv", [(1, 1, "", "no time"),
+                                                  (2, 1, iso(story[0]), "a time")])
+    with pytest.raises(ExportError, match="no time in column 't'"):
+        export(db, tmp_path / "late", as_of=story[-1], spine=missing, at="t",
+               join={"customers": "customer"})
+
+
+def test_a_spine_time_that_is_not_a_time_is_refused(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    spine = write_spine(tmp_path / "words.csv", [(1, 1, "yesterday", "x")])
+    with pytest.raises(ExportError, match=r"not a time|no time in column"):
+        export(db, tmp_path / "w", as_of=story[-1], spine=spine, at="t",
+               join={"customers": "customer"})
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"at": "when"}, "no column 'when'"),
+    ({"join": {"customers": "nobody"}}, "no column 'nobody'"),
+    ({"join": {"regions": "customer"}}, "not temporal"),
+    ({"join": {"lines": "customer"}}, "2-column key"),
+    ({"join": {}}, "at least one table"),
+])
+def test_bad_joins_are_refused(db: Engine, story: list[datetime], tmp_path: Path,
+                               kwargs: dict[str, Any], message: str) -> None:
+    spine = write_spine(tmp_path / "s.csv", edge_spine(story))
+    arguments: dict[str, Any] = {"at": "t", "join": {"customers": "customer"}, **kwargs}
+    with pytest.raises(ExportError, match=message):
+        export(db, tmp_path / "bad", as_of=story[-1], spine=spine, **arguments)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_verify_catches_a_changed_spine_copy(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    spine = write_spine(tmp_path / "s.csv", edge_spine(story))
+    export(db, tmp_path / "v", as_of=story[-1], spine=spine, at="t",
+           join={"customers": "customer"})
+    copy = tmp_path / "v/spine.csv"
+    copy.write_text(copy.read_text().replace("re-inserted", "re-labelled"))
+    report = verify(tmp_path / "v")
+    assert not report.ok and any("spine" in p for p in report.problems)
+    assert not verify(tmp_path / "v", db).ok
+
+
+def test_cli_point_in_time_join(db: Engine, story: list[datetime], tmp_path: Path) -> None:
+    url = db.url.render_as_string(hide_password=False)
+    spine = write_spine(tmp_path / "s.csv", edge_spine(story))
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["export", "--as-of", iso(story[-1]), "--spine", str(spine),
+                                 "--at", "t", "--join", "customers=customer", "--out",
+                                 str(out), "--url", url])
+    assert result.exit_code == 0, result.output
+    rows = rows_of(out / "spine/part-00000.csv")
+    assert {int(r["example"]): r["customers.name"] for r in rows} == EXPECTED
+    checked = runner.invoke(app, ["verify", str(out), "--url", url])
+    assert checked.exit_code == 0, checked.output
+    for bad in (["--join", "customers"], ["--join", "customers="]):
+        refused = runner.invoke(app, ["export", "--as-of", iso(story[-1]), "--spine",
+                                      str(spine), "--at", "t", *bad, "--out",
+                                      str(tmp_path / "x"), "--url", url])
+        assert refused.exit_code == 2 and "TABLE=SPINE_COLUMN" in refused.output
+    both = runner.invoke(app, ["export", "--as-of", iso(story[-1]), "--spine", str(spine),
+                               "--table", "customers", "--at", "t", "--join", "customers=c",
+                               "--out", str(tmp_path / "x"), "--url", url])
+    assert both.exit_code == 2
+    assert not (tmp_path / "x").exists()
