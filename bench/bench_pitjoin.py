@@ -30,7 +30,7 @@ from pathlib import Path
 import _scratch
 from sqlalchemy import create_engine, text
 
-AS_OF = datetime(2027, 1, 1, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 12, 1, tzinfo=timezone.utc)  # after every version and label
 SPINE = "SELECT example_id, entity, event_time, label FROM labels"
 ORDER = "example_id, entity, event_time, label"
 INTERVAL = (

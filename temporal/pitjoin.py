@@ -56,7 +56,7 @@ from sqlalchemy import (
     insert,
     inspect,
 )
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from temporal import pgcopy
 from temporal.archival import reads_archive_apart
@@ -479,8 +479,8 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
 
     copy = None
     if dialect == "postgresql" and all(t is not None for t in types):
-        texts = [pgcopy.canonical_sql(Column(c, t), quote)
-                 for c, t in zip(columns, types, strict=True)]
+        texts = [pgcopy.canonical_sql(Column(c, t.impl if isinstance(t, TypeDecorator) else t),
+                                      quote) for c, t in zip(columns, types, strict=True)]
         if all(t is not None for t in texts):
             copy = f"SELECT {', '.join(str(t) for t in texts)} FROM ({inner}) AS x ORDER BY {order}"
     return _Source(name=name, columns=columns, types=type_names, order_by=list(spine.names),
