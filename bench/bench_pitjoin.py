@@ -65,8 +65,8 @@ def fill(url: str, spine: int, keys: int, per_key: int) -> None:
             "CREATE TABLE labels (example_id bigint PRIMARY KEY, entity bigint NOT NULL, "
             "event_time timestamptz NOT NULL, label integer)"))
         conn.execute(text(
-            "INSERT INTO labels SELECT g, 1 + (g * 7919) % " + str(keys) + ", "
-            "timestamptz '2025-12-31' + make_interval(secs => (g * 104729) % "
+            "INSERT INTO labels SELECT g, 1 + (g::bigint * 7919) % " + str(keys) + ", "
+            "timestamptz '2025-12-31' + make_interval(secs => (g::bigint * 104729) % "
             f"{(per_key * 10 + 5) * 86400}), g % 2 FROM generate_series(1, {spine}) AS g"))
         conn.execute(text("ANALYZE features"))
         conn.execute(text("ANALYZE labels"))
