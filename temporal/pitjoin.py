@@ -465,6 +465,10 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
     inner = f"SELECT {', '.join(selected)} FROM {from_sql} {' '.join(joins)}"
     order = ", ".join(f"x.{quote(c)} NULLS FIRST" for c in spine.names)
     statement = f"SELECT * FROM ({inner}) AS x ORDER BY {order}"
+    try:  # plan it now: a spine key that cannot meet a table's key fails here, clearly
+        conn.exec_driver_sql(_escape(f"EXPLAIN {statement}", dialect), {}).close()
+    except exc.DBAPIError as error:
+        raise ExportError(f"the join failed: {_first_line(error)}") from None
     processors = [t.result_processor(conn.dialect, None) if t is not None else None
                   for t in types]
 

@@ -273,6 +273,38 @@ def test_bad_joins_are_refused(db: Engine, story: list[datetime], tmp_path: Path
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("query", [
+    "SELECT 1 AS customer, CURRENT_TIMESTAMP AS t; DELETE FROM customers",
+    "DELETE FROM customers RETURNING id AS customer, created_at AS t",
+    "SELECT 1 AS customer, CURRENT_TIMESTAMP AS t) AS a; DELETE FROM customers; "
+    "SELECT * FROM (SELECT 1",
+])
+def test_a_spine_query_cannot_write(db: Engine, story: list[datetime], tmp_path: Path,
+                                    query: str) -> None:
+    with db.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM customers")).scalar_one()
+    with pytest.raises(ExportError, match="the spine query failed"):
+        export(db, tmp_path / "w", as_of=story[-1], spine_query=query, at="t",
+               join={"customers": "customer"})
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM customers")).scalar_one() == before
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_spine_key_of_another_type(db: Engine, story: list[datetime], tmp_path: Path
+                                     ) -> None:
+    spine = write_spine(tmp_path / "s.csv", [(1, "one", iso(story[0]), "x")])
+    if db.dialect.name == "postgresql":  # text cannot meet an integer key
+        with pytest.raises(ExportError, match="the join failed"):
+            export(db, tmp_path / "k", as_of=story[-1], spine=spine, at="t",
+                   join={"customers": "customer"})
+        assert not (tmp_path / "k").exists()
+    else:  # SQLite compares by affinity: "one" matches no integer key
+        export(db, tmp_path / "k", as_of=story[-1], spine=spine, at="t",
+               join={"customers": "customer"})
+        assert rows_of(tmp_path / "k/spine/part-00000.csv")[0]["customers.name"] == ""
+
+
 def test_verify_catches_a_changed_spine_copy(
     db: Engine, story: list[datetime], tmp_path: Path
 ) -> None:
