@@ -59,9 +59,9 @@ def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyRe
         elif sha != entry.sha256:
             report.problems.append(f"{entry.path}: sha256 differs from the manifest")
     if loaded.spine is not None:
-        from temporal.pitjoin import spine_problems
+        from temporal.spine import file_problems
 
-        report.problems += spine_problems(loaded.spine, root)
+        report.problems += file_problems(loaded.spine, root)
     if source is not None:
         report.database_checked = True
         with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
@@ -115,9 +115,10 @@ def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None)
                             + "; ".join(report.problems))
     loaded = read_manifest(manifest)
     assert loaded.path is not None
-    name = table or (loaded.tables[0] if len(loaded.tables) == 1 else None)
+    held = list(dict.fromkeys(f.table for f in loaded.files))  # a query's or join's folder too
+    name = table or (held[0] if len(held) == 1 else None)
     if name is None:
-        raise ExportError(f"the export holds {', '.join(loaded.tables)}; pass table=")
+        raise ExportError(f"the export holds {', '.join(held)}; pass table=")
     paths = [loaded.path.parent / f.path for f in loaded.files if f.table == name]
     if not paths:
         raise ExportError(f"the export holds no table {name!r}")

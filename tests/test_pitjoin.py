@@ -362,3 +362,29 @@ def test_every_format_and_read_path_gives_the_same_content(
     rows = rows_of(tmp_path / "csv/spine/part-00000.csv")
     assert rows[-1]["customers.score"] == "0.30000000000000004"
     assert rows[-1]["customers.email"] == 'q"uote, comma' and rows[-2]["customers.email"] == ""
+
+
+def test_load_reads_a_join_back_with_pandas(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    from temporal import load
+
+    spine = write_spine(tmp_path / "s.csv", edge_spine(story))
+    export(db, tmp_path / "l", as_of=story[-1], spine=spine, at="t",
+           join={"customers": "customer"}, format="parquet")
+    frame = load(tmp_path / "l")
+    assert list(frame.columns[:5]) == ["example", "customer", "t", "label", "customers.id"]
+    assert frame.set_index("example")["customers.name"].fillna("").to_dict() == EXPECTED
+
+
+def test_a_spine_file_of_many_batches(db: Engine, story: list[datetime], tmp_path: Path) -> None:
+    rows = [(n, 2 if n % 2 else 1, iso(story[n % 4]), "x") for n in range(25_001)]
+    spine = write_spine(tmp_path / "big.csv", rows)
+    manifest = export(db, tmp_path / "big", as_of=story[-1], spine=spine, at="t",
+                      join={"customers": "customer"}, rows_per_file=10_000)
+    assert manifest.rows == 25_001 and len(manifest.files) == 3
+    expected = {0: "ada", 1: "ada 2", 2: "", 3: "ada 3"}
+    for part in sorted((tmp_path / "big/spine").iterdir()):
+        for row in rows_of(part):
+            n = int(row["example"])
+            assert row["customers.name"] == ("bob" if n % 2 else expected[n % 4])

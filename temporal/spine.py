@@ -1,0 +1,312 @@
+"""The spine of a point-in-time join: label events, from a file or a query.
+
+A spine is a relation of rows with an entity key, an event time and any
+labels. :mod:`temporal.pitjoin` joins it to temporal tables; this module
+makes it readable by the database in the export's snapshot and says what it
+is:
+
+* a **file** (CSV or Parquet) is read with pyarrow a batch at a time (CSV as
+  the exports write it: an unquoted empty field is NULL, a quoted one the
+  empty string; column types are inferred from the first rows, as pyarrow
+  does) into a temporary table, ``temporal_spine``, typed from the file;
+* a **query** is probed for its columns and their types. The probe binds a
+  parameter, so PostgreSQL parses it with the extended protocol, which refuses
+  a second statement: the query can never end the read-only snapshot. The
+  ``--query`` sandbox (its own issue) is where a spine query will be proven
+  read-only and its table references listed; :func:`tables_read` is that seam.
+
+On SQLite, where times are text, spine times are compared through
+``temporal_utc()``, a function registered on the connection that turns any
+ISO-8601 text into the fixed-width UTC text the period columns hold (a time
+without a zone is UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Double,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    exc,
+    insert,
+)
+from sqlalchemy.types import TypeEngine
+
+from temporal.clock import UTC
+from temporal.export import ExportError, _first_line
+from temporal.manifest import file_sha256
+from temporal.types import UTCDateTime
+
+SPINE_TABLE = "temporal_spine"
+FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+SQLITE_TEXT_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how UTCDateTime stores instants on SQLite
+UTC_FUNCTION = "temporal_utc"
+_LOAD_ROWS = 10_000
+
+# PostgreSQL type OIDs of a spine query's columns, for the canonical COPY path.
+_PG_TYPES: dict[int, TypeEngine[Any]] = {
+    16: Boolean(), 20: BigInteger(), 21: BigInteger(), 23: BigInteger(), 25: Text(),
+    1043: Text(), 701: Double(), 1082: Date(), 1114: DateTime(),
+    1184: DateTime(timezone=True),
+}
+
+
+@dataclass
+class SpineColumns:
+    """The spine's column names, their SQL types where known, and the types' names."""
+
+    names: list[str]
+    types: list[TypeEngine[Any] | None]
+    type_names: list[str]
+
+
+def file_problems(record: dict[str, Any], root: Path) -> list[str]:
+    """What is wrong with the copy of a file spine in the export folder ``root``."""
+    if "file" not in record:
+        return []
+    inside = str(record["file"])
+    path = root / inside
+    if path.resolve().parent != root.resolve() or not path.is_file():
+        return [f"{inside}: the spine's copy is missing"]
+    sha, size = file_sha256(path)
+    if size != record.get("bytes") or sha != record.get("sha256"):
+        return [f"{inside}: the spine's copy differs from the sha256 its manifest records"]
+    return []
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+class SpineFile:
+    """A CSV or Parquet spine, read a batch at a time."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ExportError("a spine file needs pyarrow: pip install 'temporal[parquet]'"
+                              ) from None
+        self.path, self.kind = path, kind
+        self.schema: Any = self._open()[0]
+
+    def _open(self) -> tuple[Any, Iterator[Any]]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        try:
+            if self.kind == "parquet":
+                data = pq.ParquetFile(self.path)
+                return data.schema_arrow, data.iter_batches(batch_size=_LOAD_ROWS)
+            options = pacsv.ConvertOptions(strings_can_be_null=True,
+                                           quoted_strings_can_be_null=False)
+            reader = pacsv.open_csv(self.path, convert_options=options)
+            return reader.schema, iter(reader)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ExportError(f"spine {self.path.name}: cannot read it as {self.kind} "
+                              f"({error})") from None
+
+    def batches(self) -> Iterator[Any]:
+        import pyarrow as pa
+
+        batches = self._open()[1]
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError) as error:
+                raise ExportError(f"spine {self.path.name}: {error} (column types come "
+                                  "from the first rows)") from None
+            yield batch
+
+
+def _arrow_to_sql(name: str, kind: Any) -> TypeEngine[Any]:
+    import pyarrow as pa
+
+    if pa.types.is_boolean(kind):
+        return Boolean()
+    if pa.types.is_integer(kind):
+        return BigInteger()
+    if pa.types.is_floating(kind):
+        return Double()
+    if pa.types.is_timestamp(kind):
+        return UTCDateTime()  # a time without a zone is UTC, as on the command line
+    if pa.types.is_date(kind):
+        return Date()
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
+        return Text()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return LargeBinary()
+    raise ExportError(f"spine column {name!r} has type {kind}, which a spine cannot hold; "
+                      "use numbers, text, booleans, dates or times")
+
+
+def _rows(batch: Any, types: list[TypeEngine[Any]]) -> Iterator[tuple[Any, ...]]:
+    import pyarrow as pa
+
+    columns = []
+    for i, kind in enumerate(types):
+        array = batch.column(i)
+        if isinstance(kind, UTCDateTime):
+            if array.type.tz is None:
+                array = array.cast(pa.timestamp(array.type.unit, tz="UTC"))
+            try:
+                array = array.cast(pa.timestamp("us", tz="UTC"))
+            except pa.ArrowInvalid:
+                raise ExportError(f"spine column {batch.schema.names[i]!r} holds times finer "
+                                  "than a microsecond") from None
+        columns.append(array.to_pylist())
+    return zip(*columns, strict=True)
+
+
+def load_file(conn: Connection, spine: SpineFile) -> SpineColumns:
+    """Create the temporary spine table and fill it with the file's rows."""
+    names = list(spine.schema.names)
+    check_names(names)
+    types = [_arrow_to_sql(n, spine.schema.field(n).type) for n in names]
+    table = Table(SPINE_TABLE, MetaData(),
+                  *[Column(n, t) for n, t in zip(names, types, strict=True)],
+                  prefixes=["TEMPORARY"])
+    table.create(conn)
+    if conn.dialect.name == "postgresql":
+        raw: Any = conn.connection.driver_connection
+        quote = conn.dialect.identifier_preparer.quote
+        sql = f"COPY {quote(SPINE_TABLE)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            for batch in spine.batches():
+                for row in _rows(batch, types):
+                    copy.write_row(row)
+    else:
+        for batch in spine.batches():
+            rows = [dict(zip(names, row, strict=True)) for row in _rows(batch, types)]
+            if rows:
+                conn.execute(insert(table), rows)
+    return SpineColumns(names, list(types), [t.compile(dialect=conn.dialect) for t in types])
+
+
+def check_names(names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ExportError(f"the spine has two columns named {n!r}")
+        seen.add(n)
+
+
+# -- queries ----------------------------------------------------------------------------
+
+
+def escape(sql: str, dialect: str) -> str:
+    """SQL text for the driver when parameters are bound (psycopg's ``%`` placeholders)."""
+    return sql.replace("%", "%%") if dialect == "postgresql" else sql
+
+
+def query_body(query: str) -> str:
+    body = query.strip().rstrip(";").strip()
+    if not body:
+        raise ExportError("the spine query is empty")
+    return body
+
+
+def probe_query(conn: Connection, query: str) -> SpineColumns:
+    """The spine query's columns; refuse anything but one statement."""
+    dialect = conn.dialect.name
+    probe = f"SELECT * FROM ({query_body(query)}) AS {SPINE_TABLE} LIMIT "
+    try:
+        result = conn.exec_driver_sql(
+            escape(probe, dialect) + ("%(none)s" if dialect == "postgresql" else ":none"),
+            {"none": 0})
+    except exc.DBAPIError as error:
+        raise ExportError(f"the spine query failed: {_first_line(error)}") from None
+    names = list(result.keys())
+    description = result.cursor.description or []
+    result.close()
+    check_names(names)
+    if dialect == "postgresql":
+        codes: list[int] = [d[1] for d in description]  # type: ignore[misc]
+        types = [_PG_TYPES.get(code) for code in codes]
+        return SpineColumns(names, types, [_pg_type_name(conn, c) for c in codes])
+    return SpineColumns(names, [None] * len(names), [""] * len(names))
+
+
+def _pg_type_name(conn: Connection, oid: int) -> str:
+    return str(conn.exec_driver_sql("SELECT format_type(%(oid)s, NULL)", {"oid": oid}
+                                    ).scalar_one()).upper()
+
+
+def tables_read(conn: Connection, from_sql: str) -> set[str]:
+    """The tables a spine query reads (to record the plain ones as unversioned).
+
+    This is the seam for the ``--query`` sandbox, which will list a query's
+    table references from its parse; until then the planner (PostgreSQL) or the
+    authorizer (SQLite) names what the statement reads.
+    """
+    if conn.dialect.name == "postgresql":
+        plan = conn.exec_driver_sql(escape(f"EXPLAIN (FORMAT JSON) SELECT * FROM {from_sql}",
+                                           "postgresql") + " LIMIT %(none)s", {"none": 0}
+                                    ).scalar_one()
+        found: set[str] = set()
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if "Relation Name" in node:
+                    found.add(node["Relation Name"])
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(plan)
+        return found
+    raw: Any = conn.connection.driver_connection
+    read: set[str] = set()
+
+    def authorize(action: int, table: str | None, *_: Any) -> int:
+        if action == 20 and table:  # SQLITE_READ
+            read.add(table)
+        return 0  # SQLITE_OK
+
+    raw.set_authorizer(authorize)
+    try:
+        raw.execute(f"EXPLAIN SELECT * FROM {from_sql}").fetchall()
+    finally:
+        raw.set_authorizer(None)
+    return read
+
+
+# -- times on SQLite ---------------------------------------------------------------------
+
+
+def utc_text(value: Any) -> str | None:
+    """A spine time as the fixed-width UTC text SQLite period columns hold (None if it
+    is not an ISO-8601 time)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.strftime(SQLITE_TEXT_TIME)
+
+
+def register_utc(conn: Connection) -> None:
+    """SQLite: make ``temporal_utc()`` available on this connection."""
+    raw: Any = conn.connection.driver_connection
+    raw.create_function(UTC_FUNCTION, 1, utc_text, deterministic=True)
