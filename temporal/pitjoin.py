@@ -110,6 +110,9 @@ def export_join(
             raise ExportError(f"spine {path}: expected a .csv or .parquet file")
         if not path.is_file():
             raise ExportError(f"spine {path}: no such file")
+        if path.resolve().is_relative_to(Path(out_dir).resolve()):
+            raise ExportError(f"spine {path} is inside the output folder {out_dir}, which "
+                              "the export empties first; keep the spine elsewhere")
         sha, size = file_sha256(path)
         inside = f"spine.{kind}"
         record = {"file": inside, "format": kind, "sha256": sha, "bytes": size}

@@ -388,3 +388,15 @@ def test_a_spine_file_of_many_batches(db: Engine, story: list[datetime], tmp_pat
         for row in rows_of(part):
             n = int(row["example"])
             assert row["customers.name"] == ("bob" if n % 2 else expected[n % 4])
+
+
+def test_a_spine_inside_the_output_folder_is_refused(
+    db: Engine, story: list[datetime], tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    spine = write_spine(tmp_path / "out/labels.csv", edge_spine(story))
+    kept = spine.read_bytes()
+    with pytest.raises(ExportError, match="inside the output folder"):
+        export(db, tmp_path / "out", as_of=story[-1], spine=spine, at="t",
+               join={"customers": "customer"}, force=True)
+    assert spine.read_bytes() == kept
