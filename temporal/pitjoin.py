@@ -287,7 +287,9 @@ def _refuse_late_rows(conn: Connection, from_sql: str, time: str, at_column: str
         raise ExportError(f"{missing} spine row(s) have no time in column {at_column!r} "
                           "(NULL, or not an ISO-8601 time); every example needs one")
     if late:
-        shown = latest if isinstance(latest, str) else isoformat(latest)
+        if isinstance(latest, str):  # SQLite: the fixed-width UTC text
+            latest = datetime.strptime(latest, SQLITE_TEXT_TIME).replace(tzinfo=UTC)
+        shown = isoformat(latest)
         raise ExportError(
             f"{late} spine row(s) have {at_column} after the export's as_of "
             f"{isoformat(as_of)} (the latest: {shown}); their features may not be written "
