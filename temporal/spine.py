@@ -156,10 +156,11 @@ def _arrow_to_sql(name: str, kind: Any) -> TypeEngine[Any]:
                       "use numbers, text, booleans, dates or times")
 
 
-def _rows(batch: Any, types: list[TypeEngine[Any]]) -> Iterator[tuple[Any, ...]]:
+def _normalized(batch: Any, types: list[TypeEngine[Any]]) -> Any:
+    """The batch with every time in UTC microseconds (a time without a zone is UTC)."""
     import pyarrow as pa
 
-    columns = []
+    arrays = []
     for i, kind in enumerate(types):
         array = batch.column(i)
         if isinstance(kind, UTCDateTime):
@@ -170,8 +171,24 @@ def _rows(batch: Any, types: list[TypeEngine[Any]]) -> Iterator[tuple[Any, ...]]
             except pa.ArrowInvalid:
                 raise ExportError(f"spine column {batch.schema.names[i]!r} holds times finer "
                                   "than a microsecond") from None
-        columns.append(array.to_pylist())
-    return zip(*columns, strict=True)
+        arrays.append(array)
+    return pa.record_batch(arrays, names=batch.schema.names)
+
+
+def _rows(batch: Any) -> Iterator[tuple[Any, ...]]:
+    return zip(*[column.to_pylist() for column in batch.columns], strict=True)
+
+
+def _csv_lines(batch: Any) -> bytes:
+    """A batch as CSV lines PostgreSQL's COPY reads: every value quoted, NULL empty."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    buffer = io.BytesIO()
+    pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False,
+                                                      quoting_style="all_valid"))
+    return buffer.getvalue()
 
 
 def load_file(conn: Connection, spine: SpineFile) -> SpineColumns:
@@ -186,14 +203,21 @@ def load_file(conn: Connection, spine: SpineFile) -> SpineColumns:
     if conn.dialect.name == "postgresql":
         raw: Any = conn.connection.driver_connection
         quote = conn.dialect.identifier_preparer.quote
-        sql = f"COPY {quote(SPINE_TABLE)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+        # Binary values have no CSV text pyarrow and COPY agree on: those go row by row.
+        as_csv = not any(isinstance(t, LargeBinary) for t in types)
+        sql = (f"COPY {quote(SPINE_TABLE)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+               + (" WITH (FORMAT csv)" if as_csv else ""))
         with raw.cursor() as cursor, cursor.copy(sql) as copy:
             for batch in spine.batches():
-                for row in _rows(batch, types):
-                    copy.write_row(row)
+                fixed = _normalized(batch, types)
+                if as_csv:
+                    copy.write(_csv_lines(fixed))
+                else:
+                    for row in _rows(fixed):
+                        copy.write_row(row)
     else:
         for batch in spine.batches():
-            rows = [dict(zip(names, row, strict=True)) for row in _rows(batch, types)]
+            rows = [dict(zip(names, row, strict=True)) for row in _rows(_normalized(batch, types))]
             if rows:
                 conn.execute(insert(table), rows)
     return SpineColumns(names, list(types), [t.compile(dialect=conn.dialect) for t in types])

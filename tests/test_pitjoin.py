@@ -6,7 +6,7 @@ import csv
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +400,40 @@ def test_a_spine_inside_the_output_folder_is_refused(
         export(db, tmp_path / "out", as_of=story[-1], spine=spine, at="t",
                join={"customers": "customer"}, force=True)
     assert spine.read_bytes() == kept
+
+
+@pytest.mark.parametrize("with_bytes", [False, True])
+def test_spine_values_keep_their_identity(db: Engine, story: list[datetime], tmp_path: Path,
+                                          with_bytes: bool) -> None:
+    """Spine columns come out as they went in: "" is not NULL, quotes, newlines, floats,
+    booleans and dates survive the load (on PostgreSQL through COPY, as CSV unless a
+    column is binary)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = ["", None, 'q"uote, comma', "new\nline", "ünï"]
+    floats = [0.1, float("inf"), -0.0, 1e300,
+              float("nan") if db.dialect.name == "postgresql" else 2.5]
+    columns: dict[str, Any] = {
+        "customer": [2] * 5, "t": pa.array([story[-1]] * 5, type=pa.timestamp("us", tz="UTC")),
+        "text": texts, "x": floats, "flag": [True, False, None, True, False],
+        "day": pa.array([date(2026, 1, 2), None, date(1999, 12, 31), date(2026, 3, 1),
+                         date(2000, 2, 29)])}
+    if with_bytes:
+        columns["blob"] = [b"\x00\xff", None, b"", b"a", b"b"]
+    pq.write_table(pa.table(columns), tmp_path / "values.parquet")
+    export(db, tmp_path / "v", as_of=story[-1], spine=tmp_path / "values.parquet", at="t",
+           join={"customers": "customer"}, format="jsonl")
+    lines = (tmp_path / "v/spine/part-00000.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    by_text = {r["text"]: r for r in rows}
+    assert set(by_text) == set(texts)
+    assert by_text[""]["x"] == 0.1 and by_text[None]["x"] == "Infinity"
+    assert by_text['q"uote, comma']["x"] == -0.0 and by_text["new\nline"]["x"] == 1e300
+    assert by_text["ünï"]["x"] == ("NaN" if db.dialect.name == "postgresql" else 2.5)
+    assert [by_text[t]["flag"] for t in texts] == [True, False, None, True, False]
+    assert by_text[""]["day"] == "2026-01-02" and by_text[None]["day"] is None
+    assert {r["customers.name"] for r in rows} == {"bob"}
+    if with_bytes:
+        assert by_text[""]["blob"] == "00ff" and by_text[None]["blob"] is None
+        assert by_text['q"uote, comma']["blob"] == ""
