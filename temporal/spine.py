@@ -215,6 +215,7 @@ def load_file(conn: Connection, spine: SpineFile) -> SpineColumns:
                 else:
                     for row in _rows(fixed):
                         copy.write_row(row)
+        conn.exec_driver_sql(f"ANALYZE {quote(SPINE_TABLE)}")  # the planner's row counts
     else:
         for batch in spine.batches():
             rows = [dict(zip(names, row, strict=True)) for row in _rows(_normalized(batch, types))]
