@@ -223,3 +223,26 @@ def test_cli_changes_and_verify(db: Engine, story: list[datetime], tmp_path: Pat
     bad = runner.invoke(app, ["changes", "--since", iso(t3), "--until", iso(t1),
                               "--out", str(tmp_path / "bad"), "--url", url])
     assert bad.exit_code != 0 and "must be before" in str(bad.exception or bad.output)
+
+
+@pytest.mark.postgres
+def test_the_feed_waits_for_a_writer_that_stamped_inside_the_window(
+    pg_engine: Engine, tmp_path: Path
+) -> None:
+    Base.metadata.create_all(pg_engine)
+    with Session(pg_engine) as s, s.begin():
+        s.add(Customer(id=1, name="early"))
+        since = transaction_time(s)
+    writer = Session(pg_engine)
+    writer.add(Customer(id=2, name="late commit"))
+    writer.flush()  # stamped now, commits later
+    until = transaction_time(writer)
+    try:
+        with pytest.raises(ExportError, match="still open"):
+            changes(pg_engine, tmp_path / "a", since=since, until=until, wait=0.2)
+        assert not (tmp_path / "a").exists()
+        writer.commit()
+    finally:
+        writer.close()
+    changes(pg_engine, tmp_path / "b", since=since, until=until, tables=["customers"])
+    assert short(feed(tmp_path / "b")) == [("2", "late commit", "insert", iso(until))]

@@ -437,3 +437,25 @@ def test_spine_values_keep_their_identity(db: Engine, story: list[datetime], tmp
     if with_bytes:
         assert by_text[""]["blob"] == "00ff" and by_text[None]["blob"] is None
         assert by_text['q"uote, comma']["blob"] == ""
+
+
+@pytest.mark.postgres
+def test_the_join_waits_for_a_writer_that_stamped_before_as_of(
+    pg_engine: Engine, tmp_path: Path
+) -> None:
+    Base.metadata.create_all(pg_engine)
+    writer = Session(pg_engine)
+    writer.add(Customer(id=1, name="late commit"))
+    writer.flush()
+    stamp = transaction_time(writer)
+    spine = write_spine(tmp_path / "s.csv", [(1, 1, iso(stamp), "x")])
+    try:
+        with pytest.raises(ExportError, match="still open"):
+            export(pg_engine, tmp_path / "a", as_of=stamp, spine=spine, at="t",
+                   join={"customers": "customer"}, wait=0.2)
+        writer.commit()
+    finally:
+        writer.close()
+    export(pg_engine, tmp_path / "b", as_of=stamp, spine=spine, at="t",
+           join={"customers": "customer"})
+    assert rows_of(tmp_path / "b/spine/part-00000.csv")[0]["customers.name"] == "late commit"
