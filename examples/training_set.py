@@ -71,7 +71,7 @@ def main(url: str) -> None:
     # As of February, account 1 was still on "pro" with 12 seats: no leak of March's "free".
     assert [(r["accounts.plan"], r["accounts.seats"]) for r in rows] == [("pro", "12"),
                                                                         ("pro", "3")]
-    assert manifest.spine is not None and manifest.spine["unversioned"] == ["churn_labels"]
+    assert manifest.spine is not None and manifest.unversioned == ["churn_labels"]
     assert verify(out / "train", engine).ok
 
     # The same spine as a file: its sha256 goes into the manifest, a copy into the export.

@@ -55,11 +55,11 @@ from sqlalchemy.orm import Session
 from temporal.archival import all_versions
 from temporal.catalog import ARCHIVE_SUFFIX
 from temporal.clock import aware, isoformat
+from temporal.errors import ExportError
 from temporal.export import (
     _STREAM,
     FORMATS,
     ROWS_PER_FILE,
-    ExportError,
     ExportPlan,
     Progress,
     _Snapshot,
@@ -176,6 +176,7 @@ def changes(
     tables: Sequence[str] | None = None,
     format: str = "csv",
     force: bool = False,
+    signing_key: bytes | None = None,
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
@@ -185,14 +186,17 @@ def changes(
 
     ``until`` may not be in the future; the export waits (up to ``wait``
     seconds) for writers that could still commit a change at or before it.
+    With ``signing_key``, ``manifest.sig`` signs the manifest.
     """
     start, end = _window(since, until)
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if tables is not None and len(set(tables)) != len(tables):
         raise ExportError("a table is named twice")
+    if rows_per_file < 1:
+        raise ExportError("rows_per_file must be at least 1")
     plan = ExportPlan(at=end, query=None, fmt=format, rows_per_file=rows_per_file, force=force,
-                      on_progress=on_progress,
+                      on_progress=on_progress, signing_key=signing_key,
                       changes={"since": isoformat(start), "until": isoformat(end)})
     return run_changes(source, Path(out_dir), plan, tables=tables, wait=wait)
 

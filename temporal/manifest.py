@@ -163,6 +163,8 @@ class Manifest:
     library: dict[str, str]
     database: dict[str, str]
     settings: dict[str, str]
+    # Plain tables or views a query read as they were at export time (not reproducible).
+    unversioned: list[str] = field(default_factory=list)
     # A change feed's window (``since``/``until``; ``as_of`` is ``until``), and a
     # point-in-time join's spine, keys and tables: keys present only in such exports.
     changes: dict[str, str] | None = None
@@ -175,6 +177,7 @@ class Manifest:
             "as_of": self.as_of,
             "tables": self.tables,
             "query": self.query,
+            "unversioned": self.unversioned,
             "format": self.format,
             "writer": self.writer,
             "schema": self.schema,
@@ -243,7 +246,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
             order_by=body["order_by"], files=[FileEntry(**f) for f in body["files"]],
             content_digest=body["content_digest"], library=body["library"],
             database=body["database"], settings=body["settings"],
-            changes=body.get("changes"), spine=body.get("spine"), path=path,
+            unversioned=body.get("unversioned", []), changes=body.get("changes"),
+            spine=body.get("spine"), path=path,
         )
     except (KeyError, TypeError) as error:
         raise ManifestError(f"{path} is missing or mangles a key ({error})") from None
@@ -271,6 +275,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "as_of": {"type": "string", "description": "ISO-8601 UTC, microseconds, Z"},
         "tables": {"type": "array", "items": {"type": "string"}},
         "query": {"type": ["string", "null"]},
+        "unversioned": {"type": "array", "items": {"type": "string"}, "description":
+                        "plain tables or views the query read as they were at export time"},
         "format": {"enum": ["csv", "jsonl", "parquet"]},
         "writer": {"type": "object"},
         "schema": {"type": "object", "additionalProperties": {
@@ -291,7 +297,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "a change feed: every change in (since, until]"},
         "spine": {"type": "object", "required": ["at", "join"], "description":
                   "a point-in-time join: the spine (query, or file with sha256), its time "
-                  "column, each joined table's spine key columns, unversioned tables read"},
+                  "column, each joined table's spine and key columns"},
         "manifest_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     },
 }

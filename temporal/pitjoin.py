@@ -45,13 +45,12 @@ from temporal import pgcopy
 from temporal.archival import reads_archive_apart
 from temporal.catalog import ARCHIVE_SUFFIX, archive_name
 from temporal.clock import UTC, aware, isoformat
+from temporal.errors import ExportError
 from temporal.export import (
     _STREAM,
     FORMATS,
-    ExportError,
     ExportPlan,
     Progress,
-    _first_line,
     _Snapshot,
     _Source,
     _temporal_table,
@@ -59,6 +58,7 @@ from temporal.export import (
 )
 from temporal.manifest import Manifest, file_sha256
 from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
+from temporal.sandbox import VIEW, sqlite_release
 from temporal.spine import (
     FILE_FORMATS,
     SPINE_TABLE,
@@ -69,8 +69,9 @@ from temporal.spine import (
     escape,
     file_problems,
     load_file,
-    probe_query,
-    query_body,
+    plain_relations,
+    query_columns,
+    query_from,
     register_utc,
     tables_read,
 )
@@ -79,8 +80,8 @@ from temporal.spine import (
 def export_join(
     source: str | Engine, out_dir: str | Path, *, as_of: datetime, spine: str | Path | None,
     spine_query: str | None, at: str | None, join: Mapping[str, str | Sequence[str]],
-    name: str, format: str, force: bool, rows_per_file: int, wait: float,
-    on_progress: Callable[[Progress], None] | None,
+    name: str, format: str, force: bool, signing_key: bytes | None, rows_per_file: int,
+    wait: float, on_progress: Callable[[Progress], None] | None,
 ) -> Manifest:
     """The point-in-time join export (called by :func:`temporal.export`)."""
     moment = aware(as_of, what="as_of")
@@ -93,6 +94,8 @@ def export_join(
         raise ExportError("name at least one table to join (join={table: spine column})")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if rows_per_file < 1:
+        raise ExportError("rows_per_file must be at least 1")
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ExportError(f"the output's name {name!r} must be letters, digits, - and _")
     keys: dict[str, list[str]] = {}
@@ -119,11 +122,10 @@ def export_join(
         attachments = ((inside, path),)
     else:
         record = {"query": spine_query}
-    record.update({"at": at, "join": {t: {"spine": c} for t, c in keys.items()},
-                   "unversioned": []})
+    record.update({"at": at, "join": {t: {"spine": c} for t, c in keys.items()}})
     plan = ExportPlan(at=moment, query=None, fmt=format, rows_per_file=rows_per_file,
                       force=force, on_progress=on_progress, spine=record,
-                      attachments=attachments)
+                      attachments=attachments, signing_key=signing_key)
     return _run(source, Path(out_dir), plan, name=name, wait=wait)
 
 
@@ -150,6 +152,7 @@ def _run(source: str | Engine, out: Path, plan: ExportPlan, *, name: str, wait: 
     record = plan.spine
     assert record is not None
     data = SpineFile(plan.attachments[0][1], record["format"]) if "file" in record else None
+    query: str | None = record.get("query")
     loaded: list[SpineColumns] = []  # filled by prepare(), before the snapshot reads
 
     def prepare(conn: Connection) -> None:
@@ -158,18 +161,26 @@ def _run(source: str | Engine, out: Path, plan: ExportPlan, *, name: str, wait: 
 
     def sources(snapshot: _Snapshot) -> list[_Source]:
         conn = snapshot.conn
+        if snapshot.guard is not None:
+            # SQLite: the sandbox's authorizer checked the spine query as it compiled;
+            # the join reads the tables themselves, which the authorizer would refuse.
+            sqlite_release(conn)
+            snapshot.guard = None
         if conn.dialect.name == "sqlite":
             register_utc(conn)
-        quote = conn.dialect.identifier_preparer.quote
         if data is not None:
-            columns, from_sql = loaded[0], quote(SPINE_TABLE)
+            columns, from_sql = loaded[0], conn.dialect.identifier_preparer.quote(SPINE_TABLE)
         else:
-            columns = probe_query(conn, record["query"])
-            from_sql = f"({query_body(record['query'])}) AS {quote(SPINE_TABLE)}"
+            assert snapshot.query is not None and query is not None
+            columns, from_sql = query_columns(conn, snapshot.query), query_from(conn, query)
+            # Recorded: the plain tables the query reads, not every one it was allowed.
+            snapshot.query.unversioned = _unversioned(conn, from_sql)
         return [_join_source(conn, plan, record, columns, from_sql, name)]
 
     return export_sources(source, out, plan, wait=wait, sources=sources,
-                          tables=sorted(record["join"]), shadow=True, prepare=prepare)
+                          tables=sorted(record["join"]), query=query,
+                          unversioned=plain_relations if query is not None else (),
+                          prepare=prepare if data is not None else None)
 
 
 def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
@@ -235,7 +246,6 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
             columns.append(label)
             types.append(c.type)
             type_names.append(c.type.compile(dialect=conn.dialect))
-    record["unversioned"] = _unversioned(conn, record, from_sql)
     inner = f"SELECT {', '.join(selected)} FROM {from_sql} {' '.join(joins)}"
     order = ", ".join(f"x.{quote(c)} NULLS FIRST" for c in spine.names)
     statement = f"SELECT * FROM ({inner}) AS x ORDER BY {order}"
@@ -296,11 +306,13 @@ def _refuse_late_rows(conn: Connection, from_sql: str, time: str, at_column: str
             "yet. Export as of a later moment, or leave those rows out")
 
 
-def _unversioned(conn: Connection, record: dict[str, Any], from_sql: str) -> list[str]:
+def _first_line(error: exc.DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+
+
+def _unversioned(conn: Connection, from_sql: str) -> list[str]:
     """Plain (non-temporal) tables a spine query reads: the manifest names them."""
-    if "query" not in record:
-        return []
-    read = tables_read(conn, from_sql) - {SPINE_TABLE}
+    read = tables_read(conn, from_sql) - {SPINE_TABLE, VIEW}
     schema = inspect(conn).default_schema_name
 
     def temporal(table: str) -> bool:

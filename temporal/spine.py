@@ -9,11 +9,12 @@ is:
   the exports write it: an unquoted empty field is NULL, a quoted one the
   empty string; column types are inferred from the first rows, as pyarrow
   does) into a temporary table, ``temporal_spine``, typed from the file;
-* a **query** is probed for its columns and their types. The probe binds a
-  parameter, so PostgreSQL parses it with the extended protocol, which refuses
-  a second statement: the query can never end the read-only snapshot. The
-  ``--query`` sandbox (its own issue) is where a spine query will be proven
-  read-only and its table references listed; :func:`tables_read` is that seam.
+* a **query** goes through the ``--query`` sandbox (:mod:`temporal.sandbox`):
+  one SELECT proven by a parser, sent through the extended protocol, every
+  object it reaches checked, temporal tables seen as of the export's moment.
+  Unlike ``--query``, it may read any plain table (the labels are the user's
+  input): the sandbox is told they are all unversioned, and
+  :func:`tables_read` lists those it actually reads, for the manifest.
 
 On SQLite, where times are text, spine times are compared through
 ``temporal_utc()``, a function registered on the connection that turns any
@@ -41,14 +42,16 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
-    exc,
     insert,
+    inspect,
 )
 from sqlalchemy.types import TypeEngine
 
+from temporal.catalog import ARCHIVE_SUFFIX
 from temporal.clock import UTC
-from temporal.export import ExportError, _first_line
+from temporal.errors import ExportError
 from temporal.manifest import file_sha256
+from temporal.sandbox import VIEW, Sandboxed, _body
 from temporal.types import UTCDateTime
 
 SPINE_TABLE = "temporal_spine"
@@ -240,37 +243,36 @@ def escape(sql: str, dialect: str) -> str:
     return sql.replace("%", "%%") if dialect == "postgresql" else sql
 
 
-def query_body(query: str) -> str:
-    body = query.strip().rstrip(";").strip()
-    if not body:
-        raise ExportError("the spine query is empty")
-    return body
-
-
-def probe_query(conn: Connection, query: str) -> SpineColumns:
-    """The spine query's columns; refuse anything but one statement."""
-    dialect = conn.dialect.name
-    probe = f"SELECT * FROM ({query_body(query)}) AS {SPINE_TABLE} LIMIT "
-    try:
-        result = conn.exec_driver_sql(
-            escape(probe, dialect) + ("%(none)s" if dialect == "postgresql" else ":none"),
-            {"none": 0})
-    except exc.DBAPIError as error:
-        raise ExportError(f"the spine query failed: {_first_line(error)}") from None
-    names = list(result.keys())
-    description = result.cursor.description or []
-    result.close()
+def query_columns(conn: Connection, checked: Sandboxed) -> SpineColumns:
+    """The columns of a spine query the sandbox checked, with their types where known."""
+    if conn.dialect.name != "postgresql":
+        return SpineColumns(list(checked.columns), [None] * len(checked.columns),
+                            [""] * len(checked.columns))
+    rows = conn.exec_driver_sql(
+        "SELECT attname, atttypid::int, upper(format_type(atttypid, atttypmod)) "
+        "FROM pg_attribute WHERE attrelid = %(view)s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", {"view": f"pg_temp.{VIEW}"}).all()
+    names = [r[0] for r in rows]
     check_names(names)
-    if dialect == "postgresql":
-        codes: list[int] = [d[1] for d in description]  # type: ignore[misc]
-        types = [_PG_TYPES.get(code) for code in codes]
-        return SpineColumns(names, types, [_pg_type_name(conn, c) for c in codes])
-    return SpineColumns(names, [None] * len(names), [""] * len(names))
+    return SpineColumns(names, [_PG_TYPES.get(r[1]) for r in rows], [r[2] for r in rows])
 
 
-def _pg_type_name(conn: Connection, oid: int) -> str:
-    return str(conn.exec_driver_sql("SELECT format_type(%(oid)s, NULL)", {"oid": oid}
-                                    ).scalar_one()).upper()
+def query_from(conn: Connection, query: str) -> str:
+    """The FROM item that reads a checked spine query, named ``temporal_spine``."""
+    quote = conn.dialect.identifier_preparer.quote
+    if conn.dialect.name == "postgresql":  # the view the sandbox made and checked
+        return f"pg_temp.{VIEW} AS {quote(SPINE_TABLE)}"
+    # SQLite: the text the sandbox checked, on lines of its own (a trailing comment)
+    return f"(\n{_body(query)}\n) AS {quote(SPINE_TABLE)}"
+
+
+def plain_relations(conn: Connection, shadows: dict[str, Table]) -> list[str]:
+    """Every plain table and view a spine query may read (the sandbox is told they are
+    unversioned; the manifest lists those the query actually reads)."""
+    inspector = inspect(conn)
+    names = [*inspector.get_table_names(), *inspector.get_view_names()]
+    return sorted(n for n in names if n not in shadows and not (
+        n.endswith(ARCHIVE_SUFFIX) and n[:-len(ARCHIVE_SUFFIX)] in shadows))
 
 
 def tables_read(conn: Connection, from_sql: str) -> set[str]:
