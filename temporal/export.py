@@ -226,9 +226,8 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
     With ``query``, temporal tables are replaced by as-of views, the query is
     checked by the sandbox, and the transaction cannot write (``unversioned``
     may be a function of the connection and the shadowed tables that names
-    them). ``prepare`` runs
-    on the connection before the read begins, to create temporary objects it
-    needs (a point-in-time join's spine).
+    them). ``prepare`` runs on the connection before the read begins, to create
+    temporary objects it needs (a point-in-time join's spine).
     """
     dialect = engine.dialect.name
     if dialect == "postgresql":
