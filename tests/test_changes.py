@@ -246,3 +246,12 @@ def test_the_feed_waits_for_a_writer_that_stamped_inside_the_window(
         writer.close()
     changes(pg_engine, tmp_path / "b", since=since, until=until, tables=["customers"])
     assert short(feed(tmp_path / "b")) == [("2", "late commit", "insert", iso(until))]
+
+
+def test_a_signed_feed(db: Engine, story: list[datetime], tmp_path: Path) -> None:
+    t1, _, t3 = story
+    key = b"a key of sixteen bytes or more"
+    changes(db, tmp_path / "s", since=t1 - US, until=t3, tables=["customers"], signing_key=key)
+    assert (tmp_path / "s/manifest.sig").is_file()
+    assert verify(tmp_path / "s", db, key=key).ok
+    assert not verify(tmp_path / "s", key=b"another key, also long enough").ok
