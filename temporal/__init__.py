@@ -16,6 +16,7 @@ from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM
 from temporal._version import VERSION
 from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
 from temporal.association import association_table
+from temporal.changes import Change, changes, iter_changes
 from temporal.errors import (
     ConflictError,
     ExportError,
@@ -38,6 +39,7 @@ __all__ = [
     "ArchiveSummary",
     "ArchivedError",
     "ArchiverBusyError",
+    "Change",
     "ConflictError",
     "ExportError",
     "InvalidTimeError",
@@ -53,8 +55,10 @@ __all__ = [
     "archive",
     "as_of",
     "association_table",
+    "changes",
     "export",
     "history",
+    "iter_changes",
     "load",
     "period_predicate",
     "transaction_time",
