@@ -33,33 +33,53 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, exc, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    Text,
+    cast,
+    exc,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import sqlite
 
 from temporal import _backend, pgcopy
 from temporal._version import VERSION
 from temporal.archival import all_versions, reads_archive_apart
 from temporal.catalog import ARCHIVE_SUFFIX, archive_name, temporal_shape
 from temporal.clock import aware, isoformat
+from temporal.columnar import ColumnarError
 from temporal.database import engine_for
-from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
-from temporal.manifest import (
+from temporal.encoding import (
     CSV_ROWS,
     DIGEST_ROWS,
-    FileEntry,
-    Manifest,
-    column_encoder,
+    INTERVAL,
+    JSON,
+    OTHER,
+    ColumnType,
+    column_type,
     csv_row,
+    encoder,
+    pg_column_type,
 )
-from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
+from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
+from temporal.manifest import FileEntry, Manifest
+from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, key_columns
 from temporal.query import valid_at
 from temporal.types import UTCDateTime
-from temporal.writers import SETTINGS, Batch, Part, part_maker
+from temporal.writers import SETTINGS, Batch, Part, WriterError, part_maker
 
 FORMATS = ("csv", "jsonl", "parquet")
 ROWS_PER_FILE = 1_000_000
 FETCH_ROWS = 10_000
 
 _STREAM = {"stream_results": True, "yield_per": FETCH_ROWS}
+_SQLITE_DIALECT = sqlite.dialect()
 
 PG_SETTINGS = {
     "TimeZone": "UTC",
@@ -91,7 +111,7 @@ class Progress:
 class _Source:
     name: str
     columns: list[str]
-    types: list[str]
+    types: list[ColumnType]
     order_by: list[str]
     rows: Callable[[], Iterator[Sequence[Any]]]
     copy: str | None = None  # PostgreSQL: a query of canonical text for COPY
@@ -109,7 +129,37 @@ def _temporal_table(conn: Connection, name: str) -> Table:
         )
     for period in (CREATED_AT, EXPIRED_AT):
         table.c[period].type = UTCDateTime()
+    if conn.dialect.name == "sqlite":
+        # SQLite keeps no types worth the name (a UTC timestamp is DATETIME text, a
+        # UUID CHAR(32)): the model's declared types decide, as on PostgreSQL.
+        declared = _declared_columns(table)
+        for column in table.c:
+            if column.name in declared:
+                column.type = declared[column.name].type
     return table
+
+
+def _declared_columns(table: Table) -> dict[str, Column[Any]]:
+    """The columns of the temporal model (imported in this process) that defines
+    ``table``, if exactly one definition of that name and those columns is known."""
+    names = {c.name for c in table.c}
+    found: dict[str, list[Column[Any]]] = {}
+    pending: list[type] = [Temporal]
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        model_table = getattr(cls, "__table__", None)
+        if isinstance(model_table, Table) and model_table.name == table.name \
+                and model_table.schema is None and {c.name for c in model_table.c} == names:
+            for column in model_table.c:
+                found.setdefault(column.name, []).append(column)
+    dialect = _SQLITE_DIALECT
+    declared = {}
+    for name, columns in found.items():
+        kinds = {column_type(c.type, dialect) for c in columns}
+        if len(kinds) == 1:  # models that disagree: the database's own types
+            declared[name] = columns[0]
+    return declared
 
 
 def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
@@ -117,19 +167,26 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     key = key_columns(table)
     data = [c for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT)]
     rest = [c for c in data if c not in key]
-    versions = all_versions(conn, table)  # archived versions included
-    stmt = (select(*[versions.c[c.name] for c in data]).where(valid_at(versions, at))
-            .order_by(*[versions.c[c.name] for c in (*key, *rest)]))
     dialect = conn.dialect
+    types = [column_type(c.type, dialect) for c in data]
+    by_type = {c.name: t for c, t in zip(data, types, strict=True)}
+    versions = all_versions(conn, table)  # archived versions included
+    # JSON documents (and PostgreSQL intervals) are read as their text: a driver
+    # would turn JSON null into NULL and a month into 30 days.
+    as_text = (JSON, INTERVAL) if dialect.name == "postgresql" else (JSON,)
+    stmt = (select(*[cast(versions.c[c.name], Text) if t.encoding in as_text
+                     else versions.c[c.name] for c, t in zip(data, types, strict=True)])
+            .where(valid_at(versions, at))
+            .order_by(*[cast(versions.c[c.name], Text) if by_type[c.name].encoding == JSON
+                        else versions.c[c.name] for c in (*key, *rest)]))
 
     def rows() -> Iterator[Sequence[Any]]:
         yield from conn.execute(stmt, execution_options=_STREAM)
 
-    copy = pgcopy.copy_query(conn, name, data, [*key, *rest], at) \
+    copy = pgcopy.copy_query(conn, name, data, types, [*key, *rest], at) \
         if dialect.name == "postgresql" else None
     return _Source(
-        name=name, columns=[c.name for c in data],
-        types=[c.type.compile(dialect=dialect) for c in data],
+        name=name, columns=[c.name for c in data], types=types,
         order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, copy=copy,
     )
 
@@ -174,10 +231,24 @@ def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Sou
         return sql.replace("%", "%%") if dialect == "postgresql" else sql
 
     try:
-        columns = list(conn.exec_driver_sql(escape(wrap + " LIMIT 0")).keys())
+        probe = conn.exec_driver_sql(escape(wrap + " LIMIT 0"))
     except exc.DBAPIError as error:
         raise ExportError(f"the query failed: {_first_line(error)}") from None
+    columns = list(probe.keys())
+    description = probe.cursor.description if probe.cursor is not None else None
+    probe.close()
     ordered = wrap + " ORDER BY " + ", ".join(str(i) for i in range(1, len(columns) + 1))
+    copy = None
+    if dialect == "postgresql" and description is not None:
+        types = _pg_result_types(conn, description)
+        # The output renamed c1, c2...: a query may repeat a column name.
+        renamed = (f"SELECT * FROM ({body}) AS temporal_query"
+                   f"({', '.join(f'c{i}' for i in range(1, len(columns) + 1))})")
+        copy = pgcopy.query_copy(renamed, types)
+        if copy is not None:
+            copy = escape(copy)
+    else:  # SQLite reports no types for a query's columns: canonical by value
+        types = [ColumnType("", OTHER) for _ in columns]
 
     def rows() -> Iterator[Sequence[Any]]:
         try:
@@ -185,8 +256,28 @@ def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Sou
         except exc.DBAPIError as error:
             raise ExportError(f"the query failed: {_first_line(error)}") from None
 
-    return _Source(name=name, columns=columns, types=["" for _ in columns],
-                   order_by=columns, rows=rows)
+    return _Source(name=name, columns=columns, types=types, order_by=columns, rows=rows,
+                   copy=copy)
+
+
+def _pg_result_types(conn: Connection, description: Sequence[Any]) -> list[ColumnType]:
+    """The encodings of a PostgreSQL result's columns, from their type OIDs."""
+    oids = [d.type_code for d in description]
+    rows = conn.execute(text(
+        "SELECT t.oid, t.typname, format_type(t.oid, NULL), e.typname, "
+        "format_type(e.oid, NULL) FROM pg_type t LEFT JOIN pg_type e "
+        "ON e.oid = t.typelem AND t.typcategory = 'A' WHERE t.oid = ANY(:oids)"),
+        {"oids": oids}).all()
+    names = {r[0]: r[1:] for r in rows}
+    types = []
+    for d in description:
+        typname, sql, item, item_sql = names.get(d.type_code, ("", "", None, None))
+        precision, scale = getattr(d, "precision", None), getattr(d, "scale", None)
+        if typname == "numeric" and precision is not None:
+            sql = f"numeric({precision},{scale})"
+        types.append(pg_column_type(typname, sql, precision, scale,
+                                    None if item is None else (item, item_sql)))
+    return types
 
 
 def _first_line(error: exc.DBAPIError) -> str:
@@ -348,34 +439,32 @@ def _batches(source: _Source, plan: ExportPlan, conn: Connection
              ) -> Iterator[tuple[Batch, bytes]]:
     """The table's rows in batches, each with the bytes it adds to the content digest.
 
-    A CSV export on PostgreSQL with canonical SQL for every column takes its
-    lines straight from COPY: they are the file's bytes and the digest's bytes.
+    On PostgreSQL, when the server can render every column's canonical text,
+    the lines come straight from COPY: they are the digest's bytes and a CSV
+    part's bytes, and JSON lines and Parquet are made from them.
     """
-    if source.copy is not None and plan.copy and plan.fmt == "csv" and plan.digest == CSV_ROWS:
+    width = len(source.columns)
+    if source.copy is not None and plan.copy and plan.digest == CSV_ROWS:
         for copied in pgcopy.copy_batches(conn, source.copy, FETCH_ROWS):
-            batch = Batch(copied)
+            batch = Batch(copied, width)
             yield batch, batch.joined
         return
     digest_row = DIGEST_ROWS[plan.digest]
     other_digest = digest_row is not csv_row  # else the digest's rows are the CSV lines
-    encoders: list[Any] = []
-    rows: list[Sequence[Any]] = []
+    encoders = [encoder(t) for t in source.types]
     lines: list[bytes] = []
     digested: list[bytes] = []
     for row in source.rows():
-        if not encoders:
-            encoders = [column_encoder(v) for v in row]
         canon = [encode(v) for encode, v in zip(encoders, row, strict=True)]
-        rows.append(row)
         lines.append(csv_row(canon))
         if other_digest:
             digested.append(digest_row(canon))
-        if len(rows) == FETCH_ROWS:
-            batch = Batch(lines, rows)
+        if len(lines) == FETCH_ROWS:
+            batch = Batch(lines, width)
             yield batch, b"".join(digested) if other_digest else batch.joined
-            rows, lines, digested = [], [], []
-    if rows:
-        batch = Batch(lines, rows)
+            lines, digested = [], []
+    if lines:
+        batch = Batch(lines, width)
         yield batch, b"".join(digested) if other_digest else batch.joined
 
 
@@ -384,7 +473,7 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
     """Write one table's parts; return their entries and the table's content digest."""
     folder = out_dir / source.name
     folder.mkdir(parents=True, exist_ok=True)
-    open_part = part_maker(plan.fmt, source.columns)
+    open_part = part_maker(plan.fmt, source.columns, source.types)
     table_digest = hashlib.sha256()
     entries: list[FileEntry] = []
     current: Part | None = None
@@ -410,7 +499,10 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
             if current is None:
                 current = start()
             take = min(len(batch) - done, plan.rows_per_file - in_part)
-            current.add(batch.cut(done, done + take) if take < len(batch) else batch)
+            try:
+                current.add(batch.cut(done, done + take) if take < len(batch) else batch)
+            except ColumnarError as error:
+                raise WriterError(f"{source.name}: {error}") from None
             done += take
             in_part += take
             if in_part == plan.rows_per_file:
@@ -515,8 +607,8 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
         as_of=isoformat(plan.at), format=fmt,
         writer={**SETTINGS[fmt], "rows_per_file": plan.rows_per_file},
         tables=[] if plan.query is not None else [s.name for s in sources], query=plan.query,
-        schema={s.name: [{"name": c, "type": t} for c, t in zip(s.columns, s.types, strict=True)]
-                for s in sources},
+        schema={s.name: [{"name": c, **t.describe()}
+                         for c, t in zip(s.columns, s.types, strict=True)] for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
         content_digest={"algorithm": plan.digest, "all": digest.hexdigest(),
                         **{f"table:{k}": v for k, v in per_table.items()}},
