@@ -54,7 +54,7 @@ def arrow_type(column: ColumnType) -> Any:
     name = column.arrow
     if column.encoding == ARRAY:
         assert column.item is not None
-        return pa.list_(arrow_type(column.item))
+        return pa.list_(pa.field("element", arrow_type(column.item)))
     if name.startswith("decimal"):
         assert column.precision is not None and column.scale is not None
         make = pa.decimal128 if name.startswith("decimal128") else pa.decimal256
@@ -111,7 +111,8 @@ def to_arrow(column: ColumnType, texts: Any, name: str = "") -> Any:
             lists = pa.array([None if t is None else json.loads(t) for t in texts.to_pylist()],
                              type=pa.list_(pa.string()))
             values = to_arrow(column.item, lists.flatten(), name)
-            return pa.ListArray.from_arrays(lists.offsets, values, mask=lists.is_null())
+            return pa.ListArray.from_arrays(lists.offsets, values, type=target,
+                                            mask=lists.is_null())
         return pc.cast(texts, target)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as error:
         hint = " (a NaN or infinite decimal)" if column.encoding == DECIMAL else ""
@@ -200,3 +201,20 @@ def digest_rows(table: Any, types: Sequence[ColumnType]) -> Iterator[bytes]:
                    for e, c in zip(encoders, batch.columns, strict=True)]
         for row in zip(*columns, strict=True):
             yield csv_row(row)
+
+
+def to_pandas(table: Any, types: Sequence[ColumnType]) -> Any:
+    """A pandas DataFrame of exact types: nullable integers, booleans and floats (NaN
+    apart from NULL), Decimal objects, UTC timestamps, ``uuid.UUID`` objects."""
+    import uuid
+
+    import pandas as pd
+
+    pa = _pa()
+    mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
+               pa.float64(): pd.Float64Dtype()}
+    frame = table.to_pandas(types_mapper=mapping.get)
+    for name, column in zip(table.column_names, types, strict=True):
+        if column.encoding == "uuid":
+            frame[name] = [uuid.UUID(v) if isinstance(v, str) else None for v in frame[name]]
+    return frame

@@ -59,6 +59,8 @@ from typing import Any
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Dialect
 
+from temporal._compat import is_binary_type, is_interval_type
+
 UTC = dt.timezone.utc
 
 INTEGER = "integer"
@@ -102,7 +104,7 @@ class ColumnType:
             return f"decimal{width}({self.precision}, {self.scale})"
         if kind == ARRAY:
             assert self.item is not None
-            return f"list<item: {self.item.arrow}>"
+            return f"list<element: {self.item.arrow}>"  # Parquet's name for items
         return _ARROW[kind]
 
     def describe(self) -> dict[str, Any]:
@@ -162,13 +164,13 @@ def _encoding_of(kind: sqltypes.TypeEngine[Any]) -> tuple[str, int | None, int |
         return DATE, None, None
     if isinstance(kind, sqltypes.Time):
         return (OTHER if kind.timezone else TIME), None, None
-    if isinstance(kind, sqltypes.Interval):
+    if is_interval_type(kind):
         return INTERVAL, None, None
     if isinstance(kind, sqltypes.JSON):
         return JSON, None, None
     if isinstance(kind, sqltypes.Uuid):
         return UUID, None, None
-    if isinstance(kind, sqltypes._Binary):
+    if is_binary_type(kind):
         return BYTES, None, None
     if isinstance(kind, sqltypes.String):
         return TEXT, None, None

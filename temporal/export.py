@@ -247,6 +247,13 @@ def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Sou
         copy = pgcopy.query_copy(renamed, types)
         if copy is not None:
             copy = escape(copy)
+        # Else JSON (no ordering operator; the driver loses JSON null) and intervals
+        # are read as text.
+        as_text = [f"q.c{i}::text" if t.encoding in (JSON, INTERVAL) else f"q.c{i}"
+                   for i, t in enumerate(types, start=1)]
+        order = [f"q.c{i}::text" if t.encoding == JSON else f"q.c{i}"
+                 for i, t in enumerate(types, start=1)]
+        ordered = f"SELECT {', '.join(as_text)} FROM ({renamed}) AS q ORDER BY {', '.join(order)}"
     else:  # SQLite reports no types for a query's columns: canonical by value
         types = [ColumnType("", OTHER) for _ in columns]
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from temporal import columnar
+from temporal.encoding import ColumnType
 from temporal.export import ROWS_PER_FILE, ExportError, ExportPlan, run_export
 from temporal.manifest import CSV_ROWS, ManifestError, file_sha256, read_manifest
 
@@ -87,7 +89,14 @@ def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyRe
 
 
 def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None) -> Any:
-    """Verify an export, then load one table as a pandas DataFrame or pyarrow Table."""
+    """Verify an export, then load one table as a pandas DataFrame or pyarrow Table.
+
+    Types come from the manifest's schema, whatever the format: decimals exact,
+    integers and booleans nullable, instants as UTC timestamps, bytes as bytes;
+    in pandas UUIDs are ``uuid.UUID`` and floats keep NaN apart from NULL.
+    JSON documents stay their canonical text (``json.loads`` it), so a JSON
+    ``null`` is not a missing value.
+    """
     report = verify(manifest)
     if not report.ok:
         raise ManifestError("refusing to load an export that does not verify: "
@@ -102,23 +111,17 @@ def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None)
         raise ExportError(f"the export holds no table {name!r}")
     if as_ not in ("pandas", "pyarrow"):
         raise ExportError(f"as_ must be 'pandas' or 'pyarrow', not {as_!r}")
+    columns = loaded.schema.get(name, [])
+    names = [c["name"] for c in columns]
+    types = [ColumnType.from_manifest(c) for c in columns]
     try:
         import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.json as pajson
+
+        parts = [columnar.read_part(p, loaded.format, names, types) for p in paths]
     except ImportError:
         raise ExportError("loading exports needs pyarrow: pip install 'temporal[parquet]'"
                           ) from None
-    if loaded.format == "parquet":
-        import pyarrow.parquet as pq
-
-        parts = [pq.read_table(p) for p in paths]
-    elif loaded.format == "csv":
-        # An unquoted empty field is NULL; a quoted one ("") is the empty string.
-        options = pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
-        parts = [pacsv.read_csv(p, convert_options=options) for p in paths]
-    else:
-        parts = [pajson.read_json(p) for p in paths]
+    except columnar.ColumnarError as error:
+        raise ExportError(f"{name}: {error}") from None
     table_data = pa.concat_tables(parts)
-    return table_data.to_pandas() if as_ == "pandas" else table_data
-
+    return columnar.to_pandas(table_data, types) if as_ == "pandas" else table_data
