@@ -27,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +81,7 @@ ROWS_PER_FILE = 1_000_000
 FETCH_ROWS = 10_000
 
 _STREAM = {"stream_results": True, "yield_per": FETCH_ROWS}
+_IN_FLIGHT = 4  # batches read but not yet written
 _SQLITE_DIALECT = sqlite.dialect()
 
 PG_SETTINGS = {
@@ -443,8 +446,9 @@ def _describe_writers(writers: Iterable[Sequence[Any]]) -> str:
 
 
 def _batches(source: _Source, plan: ExportPlan, conn: Connection
-             ) -> Iterator[tuple[Batch, bytes]]:
-    """The table's rows in batches, each with the bytes it adds to the content digest.
+             ) -> Iterator[tuple[Batch, bytes | None]]:
+    """The table's rows in batches, each with the bytes it adds to the content digest
+    (None: the batch's own lines).
 
     On PostgreSQL, when the server can render every column's canonical text,
     the lines come straight from COPY: they are the digest's bytes and a CSV
@@ -453,8 +457,7 @@ def _batches(source: _Source, plan: ExportPlan, conn: Connection
     width = len(source.columns)
     if source.copy is not None and plan.copy and plan.digest == CSV_ROWS:
         for copied in pgcopy.copy_batches(conn, source.copy, FETCH_ROWS):
-            batch = Batch(copied, width)
-            yield batch, batch.joined
+            yield Batch(copied, width), None
         return
     digest_row = DIGEST_ROWS[plan.digest]
     other_digest = digest_row is not csv_row  # else the digest's rows are the CSV lines
@@ -467,15 +470,13 @@ def _batches(source: _Source, plan: ExportPlan, conn: Connection
         if other_digest:
             digested.append(digest_row(canon))
         if len(lines) == FETCH_ROWS:
-            batch = Batch(lines, width)
-            yield batch, b"".join(digested) if other_digest else batch.joined
+            yield Batch(lines, width), b"".join(digested) if other_digest else None
             lines, digested = [], []
     if lines:
-        batch = Batch(lines, width)
-        yield batch, b"".join(digested) if other_digest else batch.joined
+        yield Batch(lines, width), b"".join(digested) if other_digest else None
 
 
-def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
+def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any | None,
                  conn: Connection) -> tuple[list[FileEntry], str]:
     """Write one table's parts; return their entries and the table's content digest."""
     folder = out_dir / source.name
@@ -498,9 +499,12 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
         entries.append(FileEntry(path=path.relative_to(out_dir).as_posix(), table=source.name,
                                  rows=in_part, bytes=size, sha256=sha))
 
-    for batch, digested in _batches(source, plan, conn):
-        table_digest.update(digested)
-        digest.update(digested)
+    def consume(batch: Batch, digested: bytes | None) -> None:
+        nonlocal current, in_part
+        data = batch.joined if digested is None else digested
+        table_digest.update(data)
+        if digest is not None:
+            digest.update(data)
         done = 0
         while done < len(batch):  # a batch may straddle parts
             if current is None:
@@ -515,9 +519,25 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
             if in_part == plan.rows_per_file:
                 finish(current)
                 current = None
-        total += len(batch)
-        if plan.on_progress is not None:
-            plan.on_progress(Progress(source.name, total))
+
+    # Reading (the driver, in Python) and writing (hashing, Arrow, files: native code
+    # that releases the GIL) overlap on two threads; a few batches in flight at most,
+    # so memory stays flat.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="temporal-export") as writer:
+        pending: deque[Future[None]] = deque()
+        try:
+            for batch, digested in _batches(source, plan, conn):
+                pending.append(writer.submit(consume, batch, digested))
+                while pending and (len(pending) > _IN_FLIGHT or pending[0].done()):
+                    pending.popleft().result()
+                total += len(batch)
+                if plan.on_progress is not None:
+                    plan.on_progress(Progress(source.name, total))
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
     if current is None and not entries:  # an empty table still gets its (header-only) file
         current = start()
     if current is not None:
@@ -601,13 +621,15 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
                ) -> Manifest:
     conn = snapshot.conn
     _make_out_dir(out, plan.force)  # only now: a refused export leaves nothing behind
-    digest = hashlib.sha256()
+    # One table: the digest of all tables is its digest (no second pass over the bytes).
+    digest = hashlib.sha256() if len(sources) > 1 else None
     files: list[FileEntry] = []
     per_table: dict[str, str] = {}
     for src in sources:
         entries, table_digest = _write_table(src, out, plan, digest, conn)
         files += entries
         per_table[src.name] = table_digest
+    overall = digest.hexdigest() if digest is not None else per_table[sources[0].name]
     server = conn.dialect.server_version_info or ()
     fmt = plan.fmt
     manifest = Manifest(
@@ -617,7 +639,7 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
         schema={s.name: [{"name": c, **t.describe()}
                          for c, t in zip(s.columns, s.types, strict=True)] for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
-        content_digest={"algorithm": plan.digest, "all": digest.hexdigest(),
+        content_digest={"algorithm": plan.digest, "all": overall,
                         **{f"table:{k}": v for k, v in per_table.items()}},
         library=_library_versions(fmt),
         database={"dialect": snapshot.dialect,

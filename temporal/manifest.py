@@ -167,7 +167,19 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "format": {"enum": ["csv", "jsonl", "parquet"]},
         "writer": {"type": "object"},
         "schema": {"type": "object", "additionalProperties": {
-            "type": "array", "items": {"type": "object", "required": ["name", "type"]}}},
+            "type": "array", "items": {
+                "type": "object", "required": ["name", "type", "encoding", "arrow"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"type": "string", "description": "the SQL type"},
+                    "encoding": {"enum": ["integer", "boolean", "float", "decimal", "text",
+                                          "timestamp_utc", "timestamp", "date", "time",
+                                          "interval", "bytes", "uuid", "json", "array",
+                                          "other"],
+                                 "description": "how values are written (README: types)"},
+                    "arrow": {"type": "string", "description": "the Arrow/Parquet type"},
+                    "precision": {"type": "integer"}, "scale": {"type": "integer"},
+                    "item": {"type": "object", "description": "an array's item type"}}}}},
         "order_by": {"type": "object",
                      "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "files": {"type": "array", "items": {
