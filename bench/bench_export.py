@@ -85,12 +85,12 @@ def raw_copy(url: str, sql: str, out: Path) -> float:
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     start = time.perf_counter()
     digest = hashlib.sha256()
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur, open(out, "wb") as handle:
-        with cur.copy(f"COPY ({sql.format(t=AS_OF.isoformat())}) TO STDOUT WITH (FORMAT csv)"
-                      ) as copy:
-            for chunk in copy:
-                handle.write(chunk)
-                digest.update(chunk)
+    copy_sql = f"COPY ({sql.format(t=AS_OF.isoformat())}) TO STDOUT WITH (FORMAT csv)"
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur, open(out, "wb") as handle, \
+            cur.copy(copy_sql) as copy:
+        for chunk in copy:
+            handle.write(chunk)
+            digest.update(chunk)
     return time.perf_counter() - start
 
 

@@ -50,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
-from temporal import _backend, pgcopy
+from temporal import _backend, pgcopy, sqlitelines
 from temporal._version import VERSION
 from temporal.archival import all_versions, reads_archive_apart
 from temporal.catalog import ARCHIVE_SUFFIX, archive_name, temporal_shape
@@ -117,7 +117,9 @@ class _Source:
     types: list[ColumnType]
     order_by: list[str]
     rows: Callable[[], Iterator[Sequence[Any]]]
-    copy: str | None = None  # PostgreSQL: a query of canonical text for COPY
+    # Canonical CSV lines straight from the database (PostgreSQL's COPY, SQLite's
+    # own string functions), where every column's type allows it.
+    fast: Callable[[], Iterator[list[bytes]]] | None = None
 
 
 def _temporal_table(conn: Connection, name: str) -> Table:
@@ -186,12 +188,44 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     def rows() -> Iterator[Sequence[Any]]:
         yield from conn.execute(stmt, execution_options=_STREAM)
 
-    copy = pgcopy.copy_query(conn, name, data, types, [*key, *rest], at) \
-        if dialect.name == "postgresql" else None
+    fast: Callable[[], Iterator[list[bytes]]] | None = None
+    if dialect.name == "postgresql":
+        copy = pgcopy.copy_query(conn, name, data, types, [*key, *rest], at)
+        if copy is not None:
+            def fast() -> Iterator[list[bytes]]:
+                return pgcopy.copy_batches(conn, copy, FETCH_ROWS)
+    else:
+        fast = _sqlite_lines(conn, name, data, types, [*key, *rest], at)
     return _Source(
         name=name, columns=[c.name for c in data], types=types,
-        order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, copy=copy,
+        order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, fast=fast,
     )
+
+
+def _sqlite_lines(conn: Connection, name: str, data: list[Column[Any]],
+                  types: list[ColumnType], order: list[Column[Any]], at: datetime
+                  ) -> Callable[[], Iterator[list[bytes]]] | None:
+    """SQLite: canonical lines mostly rendered by SQLite (None if a type needs Python)."""
+    quote = conn.dialect.identifier_preparer.quote
+    planned = sqlitelines.plan([c.name for c in data], types, quote)
+    if planned is None:
+        return None
+    pieces, in_python = planned
+    columns = ", ".join(quote(c.name) for c in data)
+    valid = _backend.valid_at_text("sqlite", at)
+    sources = [quote(name)] + ([quote(archive_name(name))]
+                               if reads_archive_apart(conn, name) else [])
+    versions = " UNION ALL ".join(f"SELECT {columns} FROM {s} WHERE {valid}" for s in sources)
+    sql = (f"SELECT {', '.join(pieces)} FROM ({versions}) AS v "
+           f"ORDER BY {', '.join(f'v.{quote(c.name)}' for c in order)}")
+
+    def fast() -> Iterator[list[bytes]]:
+        # The driver's own cursor: no result processing is wanted here.
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(sql)
+        return sqlitelines.lines(iter(lambda: cursor.fetchmany(FETCH_ROWS), []), in_python)
+
+    return fast
 
 
 def table_history(source: str | Engine, name: str, key: Sequence[str]
@@ -241,7 +275,7 @@ def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Sou
     description = probe.cursor.description if probe.cursor is not None else None
     probe.close()
     ordered = wrap + " ORDER BY " + ", ".join(str(i) for i in range(1, len(columns) + 1))
-    copy = None
+    fast: Callable[[], Iterator[list[bytes]]] | None = None
     if dialect == "postgresql" and description is not None:
         types = _pg_result_types(conn, description)
         # The output renamed c1, c2...: a query may repeat a column name.
@@ -249,7 +283,10 @@ def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Sou
                    f"({', '.join(f'c{i}' for i in range(1, len(columns) + 1))})")
         copy = pgcopy.query_copy(renamed, types)
         if copy is not None:
-            copy = escape(copy)
+            sql = escape(copy)
+
+            def fast() -> Iterator[list[bytes]]:
+                return pgcopy.copy_batches(conn, sql, FETCH_ROWS)
         # Else JSON (no ordering operator; the driver loses JSON null) and intervals
         # are read as text.
         as_text = [f"q.c{i}::text" if t.encoding in (JSON, INTERVAL) else f"q.c{i}"
@@ -267,7 +304,7 @@ def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Sou
             raise ExportError(f"the query failed: {_first_line(error)}") from None
 
     return _Source(name=name, columns=columns, types=types, order_by=columns, rows=rows,
-                   copy=copy)
+                   fast=fast)
 
 
 def _pg_result_types(conn: Connection, description: Sequence[Any]) -> list[ColumnType]:
@@ -455,8 +492,8 @@ def _batches(source: _Source, plan: ExportPlan, conn: Connection
     part's bytes, and JSON lines and Parquet are made from them.
     """
     width = len(source.columns)
-    if source.copy is not None and plan.copy and plan.digest == CSV_ROWS:
-        for copied in pgcopy.copy_batches(conn, source.copy, FETCH_ROWS):
+    if source.fast is not None and plan.copy and plan.digest == CSV_ROWS:
+        for copied in source.fast():
             yield Batch(copied, width), None
         return
     digest_row = DIGEST_ROWS[plan.digest]
@@ -597,7 +634,7 @@ class ExportPlan:
     force: bool = False
     on_progress: Callable[[Progress], None] | None = None
     digest: str = CSV_ROWS  # verify re-exports with the algorithm its manifest names
-    copy: bool = True  # PostgreSQL CSV through COPY where every column allows it
+    copy: bool = True  # canonical lines straight from the database where every column allows
 
 
 def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,

@@ -73,6 +73,28 @@ class Every(Temporal, EveryBase):
     doc: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
+class FastBase(DeclarativeBase):
+    pass
+
+
+class FastEvery(Temporal, FastBase):
+    """The portable types whose canonical text SQLite renders itself (no decimal)."""
+
+    __tablename__ = "every_fast"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    big: Mapped[int | None] = mapped_column(BigInteger)
+    x: Mapped[float | None] = mapped_column(Double)
+    label: Mapped[str | None] = mapped_column(Text)
+    flag: Mapped[bool | None] = mapped_column(Boolean)
+    seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    local: Mapped[datetime | None] = mapped_column(DateTime)
+    day: Mapped[date | None] = mapped_column(Date)
+    at: Mapped[time | None] = mapped_column(Time)
+    blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    doc: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
 class PgBase(DeclarativeBase):
     pass
 
@@ -238,6 +260,29 @@ def test_the_digest_is_one_for_every_format_and_both_backends(
         for a, b in zip(sorted((tmp_path / f"sqlite-{fmt}").rglob("part-*")),
                         sorted((tmp_path / f"postgresql-{fmt}").rglob("part-*")), strict=True):
             assert a.read_bytes() == b.read_bytes()
+
+
+def test_sqlite_fast_path_writes_the_bytes_of_the_general_path_and_of_postgresql(
+        sqlite_url: Any, pg_url: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    rows = [{k: v for k, v in row.items() if k != "amount"} for row in portable_rows()]
+    digests = {}
+    for backend, url in (("sqlite", sqlite_url), ("postgresql", pg_url)):
+        engine = create_engine(url)
+        at = fill(engine, FastEvery, rows)
+        for copy in (True, False):
+            plan = ExportPlan(at=at, query=None, fmt="csv", rows_per_file=3, copy=copy)
+            digests[backend, copy] = run_export(
+                engine, tmp_path / f"{backend}-{copy}", plan, tables=["every_fast"],
+                name="q", wait=5).content_digest["table:every_fast"]
+        engine.dispose()
+    assert len(set(digests.values())) == 1, digests
+    files = {key: sorted((tmp_path / f"{key[0]}-{key[1]}").rglob("part-*")) for key in digests}
+    assert len(files["sqlite", True]) == 3
+    for key, paths in files.items():
+        assert [p.read_bytes() for p in paths] == \
+            [p.read_bytes() for p in files["postgresql", True]], key
 
 
 def pg_rows() -> list[dict[str, Any]]:
