@@ -83,7 +83,8 @@ def text_columns(lines: bytes, width: int) -> list[Any]:
     names = [f"c{i}" for i in range(width)]
     table = pacsv.read_csv(
         pa.py_buffer(lines),
-        read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 26),
+        read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22,
+                                         use_threads=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(
             column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True,

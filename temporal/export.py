@@ -81,7 +81,7 @@ ROWS_PER_FILE = 1_000_000
 FETCH_ROWS = 10_000
 
 _STREAM = {"stream_results": True, "yield_per": FETCH_ROWS}
-_IN_FLIGHT = 4  # batches read but not yet written
+_IN_FLIGHT = 2  # batches read but not yet written
 _SQLITE_DIALECT = sqlite.dialect()
 
 PG_SETTINGS = {
