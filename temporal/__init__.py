@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewriting)
 from temporal import catalog as _catalog  # noqa: F401  (registers tables on CREATE)
+from temporal import conflicts as _conflicts  # noqa: F401  (lost races -> ConflictError)
 from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
 from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
 from temporal.errors import (
     ConflictError,
+    ExportError,
     InvalidTimeError,
     ReadOnlyError,
     TemporalError,
     UnsupportedError,
 )
-from temporal.export import ExportError, export
+from temporal.export import export
 from temporal.manifest import Manifest, ManifestError
 from temporal.model import Temporal
 from temporal.query import as_of, history, period_predicate, valid_at, versions

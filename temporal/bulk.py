@@ -26,6 +26,7 @@ own bulk statements do.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -48,7 +49,7 @@ from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.orm import InstrumentedAttribute, Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
 from temporal import _backend, _compat
@@ -65,6 +66,7 @@ from temporal.versioning import (
     next_id,
     next_version,
     note_explicit_id,
+    onupdate_values,
     period_values,
     transaction_state,
     write_versions,
@@ -80,6 +82,10 @@ def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
         return None
     table = mapper.local_table
     assert isinstance(table, Table)
+    if state.session.autoflush and state.execution_options.get("autoflush", True):
+        # As SQLAlchemy does before its own bulk statements: the statement must see
+        # (and act on) pending changes, or they would be lost or survive a delete.
+        state.session.flush()
     conn = state.session.connection(bind_arguments={"mapper": mapper})
     tx = transaction_state(conn)
     if state.is_insert:
@@ -98,7 +104,7 @@ def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
     if state.is_update:
         values = _set_clause(state.statement, table, mapper)
         count = _update_where(conn, table, where, values, tx)
-        _expire_in_session(state.session, mapper)
+        _expire_in_session(state.session, mapper, values)
     else:
         count, gone = _delete_where(conn, table, where, tx)
         _forget_in_session(state.session, mapper, gone)
@@ -181,7 +187,7 @@ def _update_by_key(
             values[column.name] = value
         changes.setdefault(key, {}).update(values)
     written = write_versions(conn, table, changes, tx)
-    _expire_in_session(session, mapper)
+    _expire_in_session(session, mapper, {n for values in changes.values() for n in values})
     return _counted(len(written))
 
 
@@ -195,7 +201,7 @@ def _set_clause(statement: Any, table: Table, mapper: Mapper[Any]) -> dict[str, 
                 + ("temporal maintains the period columns" if not column.primary_key
                    else "the key names the entity; delete and insert instead")
             )
-        values[column.name] = value
+        values[column.name] = _as_expression(value, column)
     if not values:
         raise UnsupportedError("update() of a temporal model needs values to set")
     return values
@@ -221,6 +227,8 @@ def _update_where(
     conn: Connection, table: Table, where: ColumnElement[bool], values: dict[str, Any], tx: _Tx
 ) -> int:
     count = 0
+    values = {**values, **{n: _as_expression(v, table.c[n])
+                           for n, v in onupdate_values(table, values).items()}}
     if table in tx.written:  # only then can versions of this transaction be among the rows
         mine = _backend.written_here(table, tx.stamp, tx.dialect)
         count = execute(conn, update(table).where(where, current(table), mine)
@@ -281,6 +289,12 @@ def _next_versions_sqlite(
 
 
 def _as_expression(value: Any, column: Column[Any]) -> Any:
+    """A SET value as SQL typed like its column (TypeDecorators, JSON, Enum bind as
+    they would in a plain UPDATE), SQL expressions as they are."""
+    if isinstance(value, BindParameter) and value.type._isnull:
+        # update().values(x=...) leaves its binds untyped until compiled against the
+        # column; taken out of the statement, they must get the column's type here.
+        return literal(value.effective_value, column.type)
     if hasattr(value, "__clause_element__") or isinstance(value, ColumnElement):
         return value
     return literal(value, column.type)
@@ -334,9 +348,17 @@ def _delete_where(
 # -- keeping the session honest ---------------------------------------------------
 
 
-def _expire_in_session(session: Session, mapper: Mapper[Any]) -> None:
+def _expire_in_session(session: Session, mapper: Mapper[Any], changed: Iterable[str]) -> None:
+    """Expire what the statement may have changed: the columns it set, ``onupdate``
+    columns and ``created_at``. Attributes with pending changes of their own (set
+    under ``no_autoflush``) are kept, to be flushed later, as with a plain model."""
+    table = mapper.local_table
+    names = {*changed, CREATED_AT, *(c.name for c in table.c if c.onupdate is not None)}
+    keys = [mapper.get_property_by_column(table.c[n]).key for n in names]
     for state in _current_states(session, mapper):
-        session.expire(state.obj())
+        stale = [k for k in keys if k not in state.committed_state]
+        if stale:
+            session.expire(state.obj(), stale)
 
 
 def _forget_in_session(session: Session, mapper: Mapper[Any], keys: set[tuple[Any, ...]]) -> None:

@@ -45,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 
-from temporal import clock
+from temporal import clock, guard
 from temporal._backend import SQLITE_CLOCK_TABLE
 from temporal.database import engine_for
 from temporal.errors import TemporalError
@@ -151,15 +151,25 @@ def current_revision(conn: Connection) -> str | None:
 def upgrade(source: str | Engine, revision: str = "head") -> str | None:
     """Bring the catalog to ``revision``; register temporal tables it does not know yet.
 
-    Returns the revision the catalog is at afterwards.
+    At head, every temporal table gets its guard (``guard.py``). History that
+    already holds overlapping versions raises :class:`~temporal.guard.OverlapError`
+    naming them, and nothing is changed. Returns the revision afterwards.
     """
     from alembic import command
 
     with engine_for(source) as engine, engine.begin() as conn:
-        command.upgrade(alembic_config(conn), revision)
+        _alembic(command.upgrade, conn, revision)
         if current_revision(conn) == head_revision():
-            for name, key in _unregistered_temporal_tables(conn):
+            found = list(_unregistered_temporal_tables(conn))
+            overlapping = [o for name, key in found for o in guard.overlaps(conn, name, key)]
+            if overlapping:  # raised before anything is registered: the upgrade rolls back
+                raise guard.OverlapError(guard.describe(overlapping))
+            for name, key in found:
                 register(conn, name, key, None)
+            inspector = inspect(conn)
+            for entry in registrations(conn):  # tables made by an older library, too
+                if inspector.has_table(entry.table):
+                    guard.install(conn, entry.table, entry.key)
         return current_revision(conn)
 
 
@@ -168,8 +178,21 @@ def downgrade(source: str | Engine, revision: str = "base") -> str | None:
     from alembic import command
 
     with engine_for(source) as engine, engine.begin() as conn:
-        command.downgrade(alembic_config(conn), revision)
+        _alembic(command.downgrade, conn, revision)
         return current_revision(conn)
+
+
+def _alembic(step: Any, conn: Connection, revision: str) -> None:
+    """Run an Alembic command; an unknown or unreachable revision is one clear error."""
+    from alembic.util.exc import CommandError
+
+    try:
+        step(alembic_config(conn), revision)
+    except CommandError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+        raise CatalogError(f"cannot move the catalog to revision {revision!r}: {first} "
+                           f"(the head is {head_revision()}; base removes the catalog)"
+                           ) from None
 
 
 def ensure(conn: Connection) -> None:
@@ -360,28 +383,34 @@ def _unregistered_temporal_tables(conn: Connection) -> Iterator[tuple[str, list[
 @event.listens_for(Table, "after_create")
 def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
     # Offline (--sql) migrations have no connection: `temporal db upgrade` registers
-    # the tables they create when it next runs.
+    # the tables they create, and guards them, when it next runs.
     if is_temporal_table(table) and isinstance(connection, Connection):
         seconds = table.info.get(TTL_INFO)
-        register(connection, table.name, [c.name for c in key_columns(table)],
-                 None if seconds is None else timedelta(seconds=seconds))
+        key = [c.name for c in key_columns(table)]
+        register(connection, table.name, key, None if seconds is None else
+                 timedelta(seconds=seconds))
+        guard.install(connection, table.name, key)
 
 
 @event.listens_for(Table, "before_drop")
 def _drop_archive(table: Table, connection: Connection, **kw: Any) -> None:
-    if not isinstance(connection, Connection):
-        return
     # The archive is the table's own history (on PostgreSQL, an inheriting child
-    # that would block the DROP): it goes with the table.
-    if table.name not in OWN_TABLES and table.schema is None \
-            and not table.name.endswith(ARCHIVE_SUFFIX):
+    # that would block the DROP): it goes with the table. Only a table the catalog
+    # records has one; a plain `orders` never takes a plain `orders_archive` along.
+    if isinstance(connection, Connection) and _is_registered(connection, table):
         drop_archive(connection, table.name)
 
 
 @event.listens_for(Table, "after_drop")
 def _on_drop(table: Table, connection: Connection, **kw: Any) -> None:
-    if not isinstance(connection, Connection):
-        return
     # By name: the Table an Alembic drop_table builds does not carry the mark.
-    if table.name not in OWN_TABLES and table.schema is None:
+    if isinstance(connection, Connection) and _is_registered(connection, table):
         unregister(connection, table.name)
+
+
+def _is_registered(conn: Connection, table: Table) -> bool:
+    if table.schema is not None or table.name in OWN_TABLES or not \
+            inspect(conn).has_table(CATALOG_TABLE):
+        return False
+    return conn.execute(select(tables.c.table_name)
+                        .where(tables.c.table_name == table.name)).first() is not None

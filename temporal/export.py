@@ -25,7 +25,7 @@ split into parts of at most ``rows_per_file`` rows.
 from __future__ import annotations
 
 import hashlib
-import shutil
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,16 +44,16 @@ from sqlalchemy import (
     Text,
     cast,
     exc,
-    inspect,
+    func,
     select,
     text,
 )
 from sqlalchemy.dialects import sqlite
 
-from temporal import _backend, pgcopy, sqlitelines
+from temporal import _backend, outdir, pgcopy, sandbox, signing, sqlitelines
 from temporal._version import VERSION
 from temporal.archival import all_versions, reads_archive_apart
-from temporal.catalog import ARCHIVE_SUFFIX, archive_name, temporal_shape
+from temporal.catalog import archive_name, temporal_shape
 from temporal.clock import aware, isoformat
 from temporal.columnar import ColumnarError
 from temporal.database import engine_for
@@ -69,8 +69,8 @@ from temporal.encoding import (
     encoder,
     pg_column_type,
 )
-from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
-from temporal.manifest import FileEntry, Manifest
+from temporal.errors import ExportError, InvalidTimeError, UnsupportedError
+from temporal.manifest import MANIFEST_NAME, FileEntry, Manifest
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, key_columns
 from temporal.query import valid_at
 from temporal.types import UTCDateTime
@@ -95,16 +95,13 @@ PG_SETTINGS = {
 }
 
 
-class ExportError(TemporalError):
-    """An export that cannot be made as asked (unknown table, busy writers, bad output)."""
-
-
 @dataclass
 class Progress:
     """Reported after each batch of rows: ``on_progress(Progress)``."""
 
     table: str
     rows: int
+    total: int | None = None  # rows the table will have, when the snapshot knows it cheaply
 
 
 # -- reading -----------------------------------------------------------------------
@@ -120,6 +117,7 @@ class _Source:
     # Canonical CSV lines straight from the database (PostgreSQL's COPY, SQLite's
     # own string functions), where every column's type allows it.
     fast: Callable[[], Iterator[list[bytes]]] | None = None
+    count: Callable[[], int] | None = None  # for progress: the rows to come
 
 
 def _temporal_table(conn: Connection, name: str) -> Table:
@@ -188,6 +186,11 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     def rows() -> Iterator[Sequence[Any]]:
         yield from conn.execute(stmt, execution_options=_STREAM)
 
+    def count() -> int:
+        # Only asked for a progress bar on a terminal: one index-friendly pass.
+        counted = select(func.count()).select_from(versions).where(valid_at(versions, at))
+        return int(conn.execute(counted).scalar_one())
+
     fast: Callable[[], Iterator[list[bytes]]] | None = None
     if dialect.name == "postgresql":
         copy = pgcopy.copy_query(conn, name, data, types, [*key, *rest], at)
@@ -199,6 +202,7 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     return _Source(
         name=name, columns=[c.name for c in data], types=types,
         order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, fast=fast,
+        count=count,
     )
 
 
@@ -255,106 +259,66 @@ def table_history(source: str | Engine, name: str, key: Sequence[str]
     return [c.name for c in table.c], rows
 
 
-def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Source:
-    """A read-only query, its rows sorted by every output column."""
-    body = query.strip().rstrip(";").strip()
-    if not body:
-        raise ExportError("the query is empty")
-    # No bind parameters here: the text goes to the driver as written ('%' escaped
-    # for psycopg's placeholder syntax).
-    wrap = f"SELECT * FROM ({body}) AS temporal_query"
-
-    def escape(sql: str) -> str:
-        return sql.replace("%", "%%") if dialect == "postgresql" else sql
-
-    try:
-        probe = conn.exec_driver_sql(escape(wrap + " LIMIT 0"))
-    except exc.DBAPIError as error:
-        raise ExportError(f"the query failed: {_first_line(error)}") from None
-    columns = list(probe.keys())
-    description = probe.cursor.description if probe.cursor is not None else None
-    probe.close()
-    ordered = wrap + " ORDER BY " + ", ".join(str(i) for i in range(1, len(columns) + 1))
+def _query_source(snapshot: _Snapshot, name: str) -> _Source:
+    """The sandboxed query's rows, sorted by every output column."""
+    checked = snapshot.query
+    assert checked is not None
+    conn = snapshot.conn
+    columns = checked.columns
+    sql = checked.sql
     fast: Callable[[], Iterator[list[bytes]]] | None = None
-    if dialect == "postgresql" and description is not None:
-        types = _pg_result_types(conn, description)
-        # The output renamed c1, c2...: a query may repeat a column name.
-        renamed = (f"SELECT * FROM ({body}) AS temporal_query"
+    if checked.raw_cursor:  # SQLite reports no types for a query's columns
+        types = [ColumnType("", OTHER) for _ in columns]
+    else:  # PostgreSQL: a statement the library writes over the checked view
+        view = f"pg_temp.{sandbox.VIEW}"
+        types = _pg_view_types(conn, view)
+        # Renamed c1, c2...: positions, whatever the columns are called.
+        renamed = (f"SELECT * FROM {view} AS temporal_query"
                    f"({', '.join(f'c{i}' for i in range(1, len(columns) + 1))})")
         copy = pgcopy.query_copy(renamed, types)
         if copy is not None:
-            sql = escape(copy)
-
             def fast() -> Iterator[list[bytes]]:
-                return pgcopy.copy_batches(conn, sql, FETCH_ROWS)
+                return pgcopy.copy_batches(conn, copy, FETCH_ROWS)
         # Else JSON (no ordering operator; the driver loses JSON null) and intervals
         # are read as text.
         as_text = [f"q.c{i}::text" if t.encoding in (JSON, INTERVAL) else f"q.c{i}"
                    for i, t in enumerate(types, start=1)]
         order = [f"q.c{i}::text" if t.encoding == JSON else f"q.c{i}"
                  for i, t in enumerate(types, start=1)]
-        ordered = f"SELECT {', '.join(as_text)} FROM ({renamed}) AS q ORDER BY {', '.join(order)}"
-    else:  # SQLite reports no types for a query's columns: canonical by value
-        types = [ColumnType("", OTHER) for _ in columns]
+        sql = f"SELECT {', '.join(as_text)} FROM ({renamed}) AS q ORDER BY {', '.join(order)}"
 
     def rows() -> Iterator[Sequence[Any]]:
         try:
-            yield from conn.exec_driver_sql(escape(ordered), execution_options=_STREAM)
-        except exc.DBAPIError as error:
-            raise ExportError(f"the query failed: {_first_line(error)}") from None
+            if checked.raw_cursor:  # SQLite: the driver runs the text as written
+                cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    checked.sql)
+                while batch := cursor.fetchmany(FETCH_ROWS):
+                    yield from batch
+            else:  # PostgreSQL: a statement the library wrote, over the checked view
+                yield from conn.exec_driver_sql(sql, execution_options=_STREAM)
+        except (exc.DBAPIError, sqlite3.Error) as error:
+            raise sandbox.run_error(error, snapshot.guard) from None
 
     return _Source(name=name, columns=columns, types=types, order_by=columns, rows=rows,
                    fast=fast)
 
 
-def _pg_result_types(conn: Connection, description: Sequence[Any]) -> list[ColumnType]:
-    """The encodings of a PostgreSQL result's columns, from their type OIDs."""
-    oids = [d.type_code for d in description]
+def _pg_view_types(conn: Connection, view: str) -> list[ColumnType]:
+    """The encodings of a view's columns, from their types (``--query`` exports)."""
     rows = conn.execute(text(
-        "SELECT t.oid, t.typname, format_type(t.oid, NULL), e.typname, "
-        "format_type(e.oid, NULL) FROM pg_type t LEFT JOIN pg_type e "
-        "ON e.oid = t.typelem AND t.typcategory = 'A' WHERE t.oid = ANY(:oids)"),
-        {"oids": oids}).all()
-    names = {r[0]: r[1:] for r in rows}
+        "SELECT t.typname, format_type(a.atttypid, a.atttypmod), a.atttypmod, e.typname, "
+        "format_type(e.oid, NULL) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+        "WHERE a.attrelid = CAST(:view AS regclass) AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum"), {"view": view}).all()
     types = []
-    for d in description:
-        typname, sql, item, item_sql = names.get(d.type_code, ("", "", None, None))
-        precision, scale = getattr(d, "precision", None), getattr(d, "scale", None)
-        if typname == "numeric" and precision is not None:
-            sql = f"numeric({precision},{scale})"
+    for typname, sql, typmod, item, item_sql in rows:
+        precision = scale = None
+        if typname == "numeric" and typmod >= 4:  # typmod: (precision << 16 | scale) + 4
+            precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
         types.append(pg_column_type(typname, sql, precision, scale,
                                     None if item is None else (item, item_sql)))
     return types
-
-
-def _first_line(error: exc.DBAPIError) -> str:
-    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-
-
-def _shadow_tables(conn: Connection, at: datetime, dialect: str) -> None:
-    """Temporary views named like every temporal table, showing it as of ``at``.
-
-    Unqualified table names in a query then read the past; the timestamp is
-    rendered by the library from a datetime, identifiers are quoted.
-    """
-    quote = conn.dialect.identifier_preparer.quote
-    inspector = inspect(conn)
-    schema = inspector.default_schema_name or "main"
-    valid = "WHERE " + _backend.valid_at_text(dialect, at)
-    names = inspector.get_table_names()
-    for name in names:
-        if name.endswith(ARCHIVE_SUFFIX) and name[:-len(ARCHIVE_SUFFIX)] in names:
-            continue  # read through its table's view
-        try:
-            table = _temporal_table(conn, name)
-        except ExportError:
-            continue
-        data = ", ".join(quote(c.name) for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT))
-        sources = [f"{quote(schema)}.{quote(name)}"]  # on PostgreSQL, archive included
-        if reads_archive_apart(conn, name):
-            sources.append(f"{quote(schema)}.{quote(archive_name(name))}")
-        body = " UNION ALL ".join(f"SELECT {data} FROM {source} {valid}" for source in sources)
-        conn.exec_driver_sql(f"CREATE TEMP VIEW {quote(name)} AS {body}")
 
 
 @dataclass
@@ -362,27 +326,30 @@ class _Snapshot:
     conn: Connection
     dialect: str
     settings: dict[str, str] = field(default_factory=dict)
-    shadowed: bool = False
+    query: sandbox.Sandboxed | None = None
+    guard: Any = None  # SQLite: the authorizer, whose refusal explains a failed read
 
     def close(self) -> None:
         try:
-            self.conn.rollback()
-            if self.shadowed and self.dialect == "postgresql":
+            if self.guard is not None:
+                sandbox.sqlite_release(self.conn)
+            self.conn.rollback()  # SQLite: drops the as-of views made in this transaction
+            if self.query is not None and self.dialect == "postgresql":
                 self.conn.exec_driver_sql("DISCARD TEMP")
                 self.conn.commit()
-            elif self.shadowed:
+            elif self.query is not None:
                 self.conn.exec_driver_sql("PRAGMA query_only = 0")
                 self.conn.commit()
         finally:
             self.conn.close()
 
 
-def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = False
-                   ) -> _Snapshot:
+def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None = None,
+                   unversioned: Sequence[str] = ()) -> _Snapshot:
     """A read transaction in which no version stamped at or before ``at`` can still appear.
 
-    With ``shadow``, temporal tables are replaced by as-of views and the
-    transaction cannot write.
+    With ``query``, temporal tables are replaced by as-of views, the query is
+    checked by the sandbox, and the transaction cannot write.
     """
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -394,15 +361,24 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = Fal
                                        "written yet")
             _wait_for_writers(conn, at, wait)
         conn = engine.connect()
-        if shadow:  # temp views outlive this commit; the read-only snapshot comes next
-            _shadow_tables(conn, at, dialect)
-            conn.commit()
+        checked = None
+        if query is not None:  # temp views outlive this commit; the read-only snapshot is next
+            try:
+                shadows = sandbox.shadow_tables(conn, at)
+                checked = sandbox.pg_prepare(conn, query, shadows, unversioned)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                conn.exec_driver_sql("DISCARD TEMP")
+                conn.commit()
+                conn.close()
+                raise
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn.begin()
         conn.execute(text("SET TRANSACTION READ ONLY"))
         for name, value in PG_SETTINGS.items():
             conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
-        return _Snapshot(conn, dialect, dict(PG_SETTINGS), shadowed=shadow)
+        return _Snapshot(conn, dialect, dict(PG_SETTINGS), query=checked)
     if dialect != "sqlite":
         raise UnsupportedError(f"exports support PostgreSQL and SQLite, not {dialect!r}")
     from temporal import clock
@@ -418,10 +394,18 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = Fal
         conn.close()
         raise ExportError(f"a writer held the database for more than {wait:g}s; an export "
                           "as of now must wait for it: retry, or raise the wait") from None
-    if shadow:
-        _shadow_tables(conn, at, dialect)
-        conn.exec_driver_sql("PRAGMA query_only = 1")
-    return _Snapshot(conn, dialect, shadowed=shadow)
+    snapshot = _Snapshot(conn, dialect)
+    if query is not None:
+        try:
+            shadows = sandbox.shadow_tables(conn, at)
+            conn.exec_driver_sql("PRAGMA query_only = 1")
+            snapshot.query = sandbox.Sandboxed("", [])  # so close() resets query_only
+            snapshot.query, snapshot.guard = sandbox.sqlite_prepare(conn, query, shadows,
+                                                                    unversioned)
+        except BaseException:
+            snapshot.close()
+            raise
+    return snapshot
 
 
 def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
@@ -560,6 +544,9 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any |
     # Reading (the driver, in Python) and writing (hashing, Arrow, files: native code
     # that releases the GIL) overlap on two threads; a few batches in flight at most,
     # so memory stays flat.
+    expected = source.count() if plan.on_progress is not None and source.count else None
+    if plan.on_progress is not None:
+        plan.on_progress(Progress(source.name, 0, expected))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="temporal-export") as writer:
         pending: deque[Future[None]] = deque()
         try:
@@ -569,7 +556,7 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any |
                     pending.popleft().result()
                 total += len(batch)
                 if plan.on_progress is not None:
-                    plan.on_progress(Progress(source.name, total))
+                    plan.on_progress(Progress(source.name, total, expected))
             while pending:
                 pending.popleft().result()
         finally:
@@ -580,7 +567,7 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any |
     if current is not None:
         finish(current)
     if plan.on_progress is not None:
-        plan.on_progress(Progress(source.name, total))
+        plan.on_progress(Progress(source.name, total, expected))
     return entries, table_digest.hexdigest()
 
 
@@ -597,17 +584,22 @@ def export(
     name: str = "query",
     format: str = "csv",
     force: bool = False,
+    unversioned: Sequence[str] = (),
+    signing_key: bytes | None = None,
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Manifest:
     """Export ``tables`` (or a read-only ``query``) as of ``as_of``; return the manifest.
 
-    In ``query``, every temporal table is seen as of ``as_of`` (refer to tables
-    without a schema); its rows go to ``out_dir/<name>/``, sorted by every
-    column. ``out_dir`` must be empty or missing unless ``force``. ``wait``
-    bounds, in seconds, how long to wait for writers that could still commit a
-    version as of ``as_of``.
+    In ``query`` (one SELECT, checked by :mod:`temporal.sandbox`), every
+    temporal table is seen as of ``as_of``; a plain table or view may be read
+    only if named in ``unversioned`` (recorded in the manifest). Its rows go to
+    ``out_dir/<name>/``, sorted by every column. ``out_dir`` must be new or
+    empty, or hold a previous export and ``force`` be given. ``wait`` bounds,
+    in seconds, how long to wait for writers that could still commit a version
+    as of ``as_of``. With ``signing_key``, ``manifest.sig`` proves the manifest
+    came from whoever holds the key (see :mod:`temporal.signing`).
     """
     at = aware(as_of, what="as_of")
     if format not in FORMATS:
@@ -616,10 +608,15 @@ def export(
         raise ExportError("export either tables or a query (exactly one of them)")
     if tables and len(set(tables)) != len(tables):
         raise ExportError("a table is named twice")
+    if unversioned and query is None:
+        raise ExportError("unversioned tables can be read only by a query")
     if query is not None and not name.replace("_", "").replace("-", "").isalnum():
         raise ExportError(f"the query's name {name!r} must be letters, digits, - and _")
+    if rows_per_file < 1:
+        raise ExportError("rows_per_file must be at least 1")
     plan = ExportPlan(at=at, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
-                 on_progress=on_progress)
+                      on_progress=on_progress, unversioned=tuple(unversioned),
+                      signing_key=signing_key)
     return run_export(source, Path(out_dir), plan, tables=tables, name=name, wait=wait)
 
 
@@ -635,29 +632,44 @@ class ExportPlan:
     on_progress: Callable[[Progress], None] | None = None
     digest: str = CSV_ROWS  # verify re-exports with the algorithm its manifest names
     copy: bool = True  # canonical lines straight from the database where every column allows
+    unversioned: tuple[str, ...] = ()
+    signing_key: bytes | None = field(default=None, repr=False)
 
 
 def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,
                name: str, wait: float) -> Manifest:
-    _check_out_dir(out, plan.force)
     if plan.digest not in DIGEST_ROWS:
         raise ExportError(f"unknown content digest algorithm {plan.digest!r}")
     with engine_for(source) as engine:
-        snapshot = _open_snapshot(engine, plan.at, wait, shadow=plan.query is not None)
+        protect = _database_files(engine)
+        outdir.check(out, plan.force, protect)  # refuse before any work
+        snapshot = _open_snapshot(engine, plan.at, wait, plan.query, plan.unversioned)
         try:
             if plan.query is not None:
-                sources = [_query_source(snapshot.conn, name, plan.query, snapshot.dialect)]
+                sources = [_query_source(snapshot, name)]
             else:
                 sources = [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
-            return _export_in(snapshot, out, sources, plan)
+            with outdir.staging(out, plan.force, protect) as partial:
+                manifest = _export_in(snapshot, partial, sources, plan)
+                if plan.signing_key is not None:
+                    signing.sign(partial / MANIFEST_NAME, plan.signing_key)
+            manifest.path = out / MANIFEST_NAME
+            return manifest
         finally:
             snapshot.close()
+
+
+def _database_files(engine: Engine) -> list[Path]:
+    """The files of a SQLite database (an export must never replace them)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return []
+    return [Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
 
 
 def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan
                ) -> Manifest:
     conn = snapshot.conn
-    _make_out_dir(out, plan.force)  # only now: a refused export leaves nothing behind
     # One table: the digest of all tables is its digest (no second pass over the bytes).
     digest = hashlib.sha256() if len(sources) > 1 else None
     files: list[FileEntry] = []
@@ -682,6 +694,7 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
         database={"dialect": snapshot.dialect,
                   "server_version": ".".join(str(p) for p in server)},
         settings=snapshot.settings,
+        unversioned=list(snapshot.query.unversioned) if snapshot.query is not None else [],
     )
     manifest.write(out)
     return manifest
@@ -694,18 +707,3 @@ def _library_versions(fmt: str) -> dict[str, str]:
 
         versions["pyarrow"] = pyarrow.__version__
     return versions
-
-
-def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} is not empty; choose another directory or pass --force")
-
-
-def _make_out_dir(out: Path, force: bool) -> None:
-    _check_out_dir(out, force)
-    if out.exists():
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    out.mkdir(parents=True, exist_ok=True)

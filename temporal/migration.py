@@ -51,7 +51,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
-from temporal import _backend, catalog
+from temporal import _backend, catalog, guard
 from temporal.clock import aware, isoformat
 from temporal.errors import TemporalError
 from temporal.model import (
@@ -261,6 +261,7 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
             if index.name not in {i.name for i in old.indexes if not i.unique}:
                 conn.execute(CreateIndex(index))
         catalog.register(conn, name, key, op.ttl)
+        guard.install(conn, name, key)
     else:
         copied = [old.c[c.name] for c in new.c if c.name not in (CREATED_AT, EXPIRED_AT)]
         _rebuild_sqlite(conn, old, new, [*copied, literal(since, UTCDateTime()),
@@ -274,6 +275,7 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
     catalog.drop_archive(conn, op.table_name)  # history goes, archived history too
     if conn.dialect.name == "postgresql":
         name = op.table_name
+        guard.remove(conn, name)
         conn.execute(delete(old).where(~current_only))
         uniques = [ix for ix in old.indexes if _current_unique(ix, name)]
         for index in old.indexes:
@@ -567,6 +569,7 @@ def _rebuild_sqlite(conn: Connection, old: Table, new: Table, values: list[Any],
     parked = f"_temporal_old_{name}"
     quote = conn.dialect.identifier_preparer.quote
     with _savepoint(conn):
+        guard.remove(conn, name)  # the triggers would follow the renamed table
         legacy = conn.exec_driver_sql("PRAGMA legacy_alter_table").scalar()
         conn.exec_driver_sql("PRAGMA legacy_alter_table = ON")  # views keep the name
         conn.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME TO {quote(parked)}")
@@ -578,6 +581,9 @@ def _rebuild_sqlite(conn: Connection, old: Table, new: Table, values: list[Any],
         query = select(*[_retarget(v, old, parked_table) for v in values])
         if where is not None:
             query = query.where(_retarget(where, old, parked_table))
+        key = catalog.temporal_shape(new)
+        if key is not None:  # before the copy, which it checks
+            guard.install(conn, name, key)
         conn.execute(insert(new).from_select(list(columns or new.c), query))
         conn.exec_driver_sql(f"DROP TABLE {quote(parked)}")
 

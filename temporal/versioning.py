@@ -35,12 +35,14 @@ from typing import Any
 from sqlalchemy import (
     Column,
     Connection,
+    Engine,
     Table,
     and_,
     bindparam,
+    cast,
     column,
     delete,
-    exc,
+    event,
     func,
     insert,
     literal,
@@ -54,7 +56,7 @@ from sqlalchemy import values as values_clause
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 from temporal import _backend, catalog
 from temporal.errors import ConflictError
@@ -97,6 +99,30 @@ def transaction_state(conn: Connection) -> _Tx:
         tx = _Tx(stamp=_backend.read_stamp(conn), dialect=_backend.dialect_name(conn))
         _transactions[root] = tx
     return tx
+
+
+def wrote_versions(conn: Connection) -> bool:
+    """Has ``conn``'s current transaction written temporal versions? (Never stamps.)"""
+    root = conn.get_transaction() if conn.in_transaction() else None
+    tx = _transactions.get(root) if root is not None else None
+    return tx is not None and bool(tx.written)
+
+
+@event.listens_for(Engine, "rollback_savepoint")
+def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
+    """A rolled-back savepoint takes this transaction's scratch state with it.
+
+    Batches a failed flush left behind must not be written by the next flush
+    (a ghost write), and SQLite's id counter must not skip the ids the savepoint
+    gave back: both are rebuilt from the database when next needed. The stamp
+    stays (one transaction, one timestamp), and ``written`` only ever enables
+    a check, so a stale entry costs a statement, never correctness.
+    """
+    root = conn.get_transaction()
+    tx = _transactions.get(root) if root is not None else None
+    if tx is not None:
+        tx.pending.clear()
+        tx.next_id.clear()
 
 
 def transaction_time(session_or_connection: Session | Connection, model: Any = None) -> datetime:
@@ -172,22 +198,43 @@ def _insert_next_versions(
     new values), so columns that did not change never leave the database.
     Keys are grouped by the set of columns they change.
     """
-    groups: dict[tuple[str, ...], list[Key]] = defaultdict(list)
-    for key, changed in olds.items():
-        groups[tuple(sorted(changed))].append(key)
     # Within one transaction a key has exactly one row that was current before
     # the stamp and expired at it: the one just expired.
     match = key_columns(table)
-    for names, group in groups.items():
+    for names, sql, group in _groups(olds):
         columns = [*match, *(table.c[n] for n in names)]
         rows = [(*key, *(olds[key][n] for n in names)) for key in group]
         for source in _row_sources(columns, rows, tx.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
+            new_value.update(sql)
             chosen = next_version(table, tx.stamp, new_value, lambda col: col)
             on = and_(*(c == source.c[f"s{i}"] for i, c in enumerate(match)))
             rows_from = select(*chosen).select_from(table.join(source, on)).where(
                 table.c[EXPIRED_AT] == tx.stamp, table.c[CREATED_AT] < tx.stamp)
             execute(conn, insert(table).from_select([c.name for c in table.c], rows_from))
+
+
+def _groups(changes: dict[Key, dict[str, Any]]
+            ) -> list[tuple[tuple[str, ...], dict[str, Any], list[Key]]]:
+    """Keys grouped by the columns they change, as ((bound names), {name: SQL}).
+
+    Plain values are bound per row; SQL expressions (``onupdate=func.now()``, or
+    ``obj.col = func.upper(...)`` on an ORM object) go into the statement as they
+    are, so keys share a group only when they share the very same expressions.
+    """
+    groups: dict[Any, list[Key]] = defaultdict(list)
+    expressions: dict[Any, dict[str, Any]] = {}
+    for key, values in changes.items():
+        names = tuple(sorted(n for n, v in values.items() if not _is_sql(v)))
+        sql = {n: v for n, v in values.items() if _is_sql(v)}
+        signature = (names, tuple(sorted((n, id(v)) for n, v in sql.items())))
+        groups[signature].append(key)
+        expressions[signature] = sql
+    return [(sig[0], expressions[sig], keys) for sig, keys in groups.items()]
+
+
+def _is_sql(value: Any) -> bool:
+    return isinstance(value, ClauseElement) or hasattr(value, "__clause_element__")
 
 
 def next_version(table: Table, stamp: datetime, new: dict[str, Any],
@@ -222,8 +269,15 @@ def _row_sources(
     per_chunk = max(1, 30000 // len(columns))
     for i in range(0, len(rows), per_chunk):
         # A CTE, because SQLite cannot name the columns of a VALUES alias.
-        yield values_clause(*(column(n, c.type) for n, c in zip(names, columns, strict=True)),
-                            name="temporal_next").data(rows[i : i + per_chunk]).cte()
+        source = values_clause(*(column(n, c.type) for n, c in zip(names, columns, strict=True)),
+                               name="temporal_next").data(rows[i : i + per_chunk]).cte()
+        if dialect == "postgresql":
+            # PostgreSQL types a VALUES column from its rows: NULLs and untyped binds
+            # (an Enum, a NULL boolean) would come out as text. Cast to the column's type.
+            yield select(*(cast(source.c[n], c.type).label(n)
+                           for n, c in zip(names, columns, strict=True))).subquery()
+        else:
+            yield source
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
@@ -232,16 +286,9 @@ def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
 
 
 def execute(conn: Connection, statement: Any, params: Any = None) -> Any:
-    """Execute, turning deadlocks and serialization failures into ConflictError."""
-    try:
-        return conn.execute(statement, params)
-    except exc.DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):
-            raise ConflictError(
-                f"a concurrent transaction holds the same rows ({error.orig}); "
-                "roll back and retry"
-            ) from error
-        raise
+    """Execute one of temporal's statements (``conflicts.py`` turns a lost race into
+    ConflictError, here as on every other path)."""
+    return conn.execute(statement, params)
 
 
 def write_versions(
@@ -260,7 +307,6 @@ def write_versions(
     remaining = dict(changes)
     written: dict[Key, dict[str, Any]] = {}
     changed_names = sorted({name for values in changes.values() for name in values})
-    onupdate = [c for c in table.c if c.onupdate is not None]
     for _ in range(_PASSES):
         old_rows = _expire(conn, table, list(remaining), tx, read,
                            returning=[table.c[n] for n in changed_names])
@@ -271,8 +317,7 @@ def write_versions(
             if all(same_value(old[name], value) for name, value in values.items()):
                 unchanged.append((*key, old[CREATED_AT]))
                 continue
-            if onupdate:
-                values = {**values, **_onupdate_values(onupdate, values)}
+            values = {**values, **onupdate_values(table, values)}
             fresh[key] = values
             written[key] = values
         if unchanged:
@@ -282,7 +327,7 @@ def write_versions(
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update", read)
-        in_place = {k: {**v, **_onupdate_values(onupdate, v)}
+        in_place = {k: {**v, **onupdate_values(table, v)}
                     for k, v in remaining.items() if k not in retry}
         if in_place:
             written.update(_update_in_place(conn, table, in_place, tx))
@@ -396,16 +441,13 @@ def _update_in_place(
     conn: Connection, table: Table, changes: dict[Key, dict[str, Any]], tx: _Tx
 ) -> dict[Key, dict[str, Any]]:
     """Change versions this transaction created (one version per key per transaction)."""
-    groups: dict[tuple[str, ...], list[Key]] = defaultdict(list)
-    for key, values in changes.items():
-        groups[tuple(sorted(values))].append(key)
     cols = key_columns(table)
-    for names, keys in groups.items():
+    for names, sql, keys in _groups(changes):
         stmt = (
             update(table)
             .where(*(c == bindparam(f"k_{c.name}") for c in cols), current(table),
                    table.c[CREATED_AT] == tx.stamp)
-            .values({n: bindparam(f"v_{n}") for n in names})
+            .values({**{n: bindparam(f"v_{n}", type_=table.c[n].type) for n in names}, **sql})
         )
         params = [
             {**{f"k_{c.name}": v for c, v in zip(cols, key, strict=True)},
@@ -425,18 +467,20 @@ def _restore(conn: Connection, table: Table, versions: list[tuple[Any, ...]], tx
                 .values(period_values(table, None)))
 
 
-def _onupdate_values(columns: list[Column[Any]], changed: dict[str, Any]) -> dict[str, Any]:
-    """Values of ``onupdate=`` defaults for columns the change did not set."""
+def onupdate_values(table: Table, changed: dict[str, Any]) -> dict[str, Any]:
+    """Values of ``onupdate=`` defaults for the columns a change does not set.
+
+    Python scalars and callables give values, SQL expressions (``func.now()``)
+    stay expressions, evaluated by the statement that writes the version.
+    """
     out: dict[str, Any] = {}
-    for col in columns:
+    for col in table.c:
         default = col.onupdate
-        if default is None or col.name in changed:
+        if default is None or col.name in changed or col.name in (CREATED_AT, EXPIRED_AT):
             continue
         arg = getattr(default, "arg", None)
         if getattr(default, "is_callable", False):
             out[col.name] = arg(None)  # type: ignore[misc]
-        elif getattr(default, "is_clause_element", False):
-            out[col.name] = arg
         else:
             out[col.name] = arg
     return out

@@ -22,6 +22,7 @@ from temporal import (
     archive,
     as_of,
     export,
+    guard,
     history,
     versions,
 )
@@ -145,6 +146,7 @@ def test_sqlite_never_reuses_an_archived_id(sqlite_url: URL) -> None:
     with Session(engine) as session, session.begin():
         session.delete(session.get(Customer, 3))
     with engine.begin() as conn:  # as if customer 3 had been deleted long ago
+        guard.remove(conn, "customers")  # which takes a period the guard would refuse
         conn.exec_driver_sql("UPDATE customers SET expired_at = '2020-01-01 00:00:00.000000' "
                              "WHERE id = 3 AND expired_at > '2021-01-01'")
     archive(engine)

@@ -12,7 +12,7 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from temporal import catalog
+from temporal import catalog, guard
 from temporal.cli import app
 from tests.models import Base, Customer, Region
 
@@ -148,3 +148,23 @@ def test_an_old_catalog_asks_for_an_upgrade_and_gets_one(engine: Engine) -> None
     Base.metadata.create_all(engine)
     with engine.connect() as conn:
         assert {r.table for r in catalog.registrations(conn)} == {"customers", "orders", "lines"}
+
+
+def test_dropping_a_plain_table_leaves_a_plain_table_named_like_its_archive(
+        engine: Engine) -> None:
+    """Plain `orders` and `orders_archive` beside temporal models: DDL hooks leave them be."""
+    plain = sa.MetaData()
+    orders = sa.Table("orders", plain, sa.Column("id", sa.Integer, primary_key=True))
+    archive = sa.Table("orders_archive", plain, sa.Column("id", sa.Integer, primary_key=True))
+    Base.metadata.create_all(engine, tables=[Region.__table__, Customer.__table__])  # + catalog
+    plain.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(archive.insert().values(id=1))
+    orders.drop(engine)
+    assert "orders_archive" in _tables(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(archive.c.id)).scalars().all() == [1]
+        assert [r.table for r in catalog.registrations(conn)] == ["customers"]
+        assert not guard.installed(conn, "orders_archive")
+    Customer.__table__.drop(engine)  # a temporal table still takes its own archive along
+    assert "customers" not in _tables(engine)

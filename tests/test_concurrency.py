@@ -144,3 +144,45 @@ def test_an_orm_change_computed_from_a_replaced_version_is_a_conflict(db: Engine
     stale.rollback()
     stale.close()
     assert assert_contiguous(db, 1) == [0.0, 5.0]
+
+
+@pytest.mark.parametrize("how", ["orm", "bulk update", "orm insert"])
+def test_a_deadlock_victim_gets_a_conflict_error(db: Engine, how: str) -> None:
+    """Two transactions take two rows in opposite orders: one must lose, retryably."""
+    first, second = Session(db), Session(db)
+
+    def change(s: Session, cid: int) -> None:
+        if how == "orm":
+            s.get(Customer, cid).score = 9.0
+            s.flush()
+        elif how == "bulk update":
+            s.execute(update(Customer).where(Customer.id == cid).values(score=9.0))
+        else:  # the ORM's own INSERT waits on the other's uncommitted new key
+            s.add(Customer(id=100 + cid, name="new"))
+            s.flush()
+
+    change(first, 1)
+    change(second, 2)
+    outcomes: dict[str, str] = {}
+
+    def cross(name: str, s: Session, cid: int) -> None:
+        try:
+            change(s, cid)
+            s.commit()
+            outcomes[name] = "committed"
+        except ConflictError:
+            outcomes[name] = "conflict"
+        except BaseException as error:  # reported through the assertion below
+            outcomes[name] = repr(error)
+        finally:
+            s.rollback()  # the victim lets the winner go on
+
+    threads = [threading.Thread(target=cross, args=("first", first, 2)),
+               threading.Thread(target=cross, args=("second", second, 1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    first.close()
+    second.close()
+    assert sorted(outcomes.values()) == ["committed", "conflict"], outcomes
