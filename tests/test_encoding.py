@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from temporal import Temporal, export, load, transaction_time
+from temporal import Temporal, export, load, transaction_time, verify
 from temporal.clock import UTC
 from temporal.encoding import ColumnType, canonical, encoder
 from temporal.export import ExportPlan, run_export
@@ -225,6 +225,8 @@ def test_every_type_comes_back_exactly(every: tuple[Engine, datetime], tmp_path:
     got = [[encoder(t)(v) for t, v in zip(types, row.values(), strict=True)]
            for row in table.to_pylist()]
     assert got == expected
+    report = verify(tmp_path / fmt, engine)
+    assert report.ok, report.problems
     frame = load(tmp_path / fmt)
     assert str(frame["big"].dtype) == "Int64" and frame["big"][0] == 2**63 - 1
     assert frame["amount"][1] == decimal.Decimal("-0.0000000001")
@@ -323,6 +325,8 @@ def test_postgresql_types_come_back_exactly(pg_engine: Engine, tmp_path: Path,
     got = [[encoder(t)(v) for t, v in zip(types, row.values(), strict=True)]
            for row in table.to_pylist()]
     assert got == expected
+    report = verify(tmp_path / fmt, pg_engine)  # digests recomputed from the files too
+    assert report.ok, report.problems
     plan = ExportPlan(at=at, query=None, fmt="csv", rows_per_file=1000, copy=False)
     general = run_export(pg_engine, tmp_path / "general", plan, tables=["pg_every"],
                          name="q", wait=5)
