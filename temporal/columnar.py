@@ -26,7 +26,10 @@ from temporal.encoding import (
     ARRAY,
     BYTES,
     DECIMAL,
+    JSON,
     JSON_RAW,
+    OTHER,
+    TEXT,
     TIME,
     ColumnType,
     csv_row,
@@ -133,6 +136,11 @@ def _json_strings(texts: Any) -> Any:
     return pc.binary_join_element_wise('"', escaped, '"', "")
 
 
+#: Encodings whose canonical text may need JSON escaping (the others are digits,
+#: hex, ISO 8601 and the like).
+_ESCAPED = frozenset({TEXT, JSON, OTHER})
+
+
 def json_lines(names: Sequence[str], types: Sequence[ColumnType], texts: Sequence[Any]
                ) -> bytes:
     """One JSON object per row, keys in column order, compact (``json.dumps`` spelling)."""
@@ -141,7 +149,12 @@ def json_lines(names: Sequence[str], types: Sequence[ColumnType], texts: Sequenc
     parts: list[Any] = []
     for i, (name, column, values) in enumerate(zip(names, types, texts, strict=True)):
         key = ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
-        encoded = values if column.encoding in JSON_RAW else _json_strings(values)
+        if column.encoding in JSON_RAW:
+            encoded = values
+        elif column.encoding in _ESCAPED:
+            encoded = _json_strings(values)
+        else:  # canonical text without quotes, backslashes or control characters
+            encoded = pc.binary_join_element_wise('"', values, '"', "")
         parts += [key, pc.fill_null(encoded, "null")]
     joined = pc.binary_join_element_wise(*parts, "}\n", "")
     return _buffer_bytes(joined)
