@@ -10,6 +10,8 @@
 * Asking the mapper whether an object is an orphan, expiring attributes from
   inside a flush, and moving an object to the "deleted" state without the ORM
   emitting a DELETE (temporal expired its version instead).
+* Telling interval and binary column types apart for export encodings (their
+  common base classes are private).
 """
 
 from __future__ import annotations
@@ -201,3 +203,17 @@ def scope_collection_reads(option_for: Callable[[InstanceState[Any]], Any]) -> N
     appender._generate = _generate
     appender._temporal_scoped = True
     writeonly.WriteOnlyCollection.select = select  # type: ignore[method-assign]
+
+
+def is_interval_type(kind: Any) -> bool:
+    """An interval type: the generic one or PostgreSQL's (a sibling, not a subclass)."""
+    from sqlalchemy.sql import sqltypes
+
+    return isinstance(kind, sqltypes._AbstractInterval)
+
+
+def is_binary_type(kind: Any) -> bool:
+    """A byte-string type (``LargeBinary``, ``BYTEA``, ``BLOB``, ``VARBINARY``...)."""
+    from sqlalchemy.sql import sqltypes
+
+    return isinstance(kind, sqltypes._Binary)

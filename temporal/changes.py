@@ -43,7 +43,9 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     case,
+    cast,
     exists,
     inspect,
     literal,
@@ -55,6 +57,7 @@ from sqlalchemy.orm import Session
 from temporal.archival import all_versions
 from temporal.catalog import ARCHIVE_SUFFIX
 from temporal.clock import aware, isoformat
+from temporal.encoding import INTERVAL, JSON, column_type
 from temporal.errors import ExportError
 from temporal.export import (
     _STREAM,
@@ -96,9 +99,11 @@ def _copy_of(conn: Connection, table: Table, name: str) -> FromClause:
 
 
 def feed_statement(conn: Connection, table: Table, since: datetime, until: datetime,
-                   labels: dict[str, str] | None = None) -> Select[Any]:
+                   labels: dict[str, str] | None = None,
+                   as_text: frozenset[str] = frozenset()) -> Select[Any]:
     """SELECT every change of ``table`` in ``(since, until]``: data columns (labelled by
-    ``labels`` where given), ``_change_type``, ``_commit_time``, in feed order."""
+    ``labels`` where given; those named in ``as_text`` read as their text),
+    ``_change_type``, ``_commit_time``, in feed order."""
     data = [c.name for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT)]
     for taken in (CHANGE_TYPE, COMMIT_TIME, _RANK):
         if taken in data:
@@ -122,7 +127,8 @@ def feed_statement(conn: Connection, table: Table, since: datetime, until: datet
                       branch(EXPIRED_AT, CREATED_AT, "delete", "update_preimage")
                       ).subquery("changes")
     names = labels or {}
-    return (select(*[union.c[c].label(names.get(c, c)) for c in data],
+    return (select(*[(cast(union.c[c], Text) if c in as_text else union.c[c])
+                     .label(names.get(c, c)) for c in data],
                    union.c[CHANGE_TYPE], union.c[COMMIT_TIME])
             .order_by(union.c[COMMIT_TIME], *[union.c[k] for k in key], union.c[_RANK]))
 
@@ -151,18 +157,24 @@ def _temporal_names(conn: Connection) -> list[str]:
 
 def _feed_source(conn: Connection, name: str, since: datetime, until: datetime) -> _Source:
     table = _temporal_table(conn, name)
-    stmt = feed_statement(conn, table, since, until)
-    key = [c.name for c in key_columns(table)]
-    period = table.c[CREATED_AT].type.compile(dialect=conn.dialect)
+    dialect = conn.dialect
     data = [c for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT)]
+    types = [column_type(c.type, dialect) for c in data]
+    # JSON documents (and PostgreSQL intervals) are read as their text, as in an
+    # export: a driver would turn JSON null into NULL and a month into 30 days.
+    textual = (JSON, INTERVAL) if dialect.name == "postgresql" else (JSON,)
+    as_text = frozenset(c.name for c, t in zip(data, types, strict=True)
+                        if t.encoding in textual)
+    stmt = feed_statement(conn, table, since, until, as_text=as_text)
+    key = [c.name for c in key_columns(table)]
 
     def rows() -> Iterator[Sequence[Any]]:
         yield from conn.execute(stmt, execution_options=_STREAM)
 
     return _Source(
         name=name, columns=[c.name for c in data] + [CHANGE_TYPE, COMMIT_TIME],
-        types=[c.type.compile(dialect=conn.dialect) for c in data]
-        + [String().compile(dialect=conn.dialect), period],
+        types=[*types, column_type(String(), dialect),
+               column_type(table.c[CREATED_AT].type, dialect)],
         order_by=[COMMIT_TIME, *key, CHANGE_TYPE], rows=rows,
     )
 

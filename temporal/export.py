@@ -30,40 +30,62 @@ import hashlib
 import shutil
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, exc, func, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    Text,
+    cast,
+    exc,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import sqlite
 
-from temporal import _backend, authorizer, outdir, pgcopy, sandbox, signing
+from temporal import _backend, authorizer, outdir, pgcopy, sandbox, signing, sqlitelines
 from temporal._version import VERSION
-from temporal.archival import all_versions
-from temporal.catalog import temporal_shape
+from temporal.archival import all_versions, reads_archive_apart
+from temporal.catalog import archive_name, temporal_shape
 from temporal.clock import aware, isoformat
+from temporal.columnar import ColumnarError
 from temporal.database import engine_for
-from temporal.errors import ExportError, InvalidTimeError, UnsupportedError
-from temporal.manifest import (
+from temporal.encoding import (
     CSV_ROWS,
     DIGEST_ROWS,
-    MANIFEST_NAME,
-    FileEntry,
-    Manifest,
-    column_encoder,
+    INTERVAL,
+    JSON,
+    OTHER,
+    ColumnType,
+    column_type,
     csv_row,
+    encoder,
+    pg_column_type,
 )
-from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
+from temporal.errors import ExportError, InvalidTimeError, UnsupportedError
+from temporal.manifest import MANIFEST_NAME, FileEntry, Manifest
+from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, key_columns
 from temporal.query import valid_at
 from temporal.types import UTCDateTime
-from temporal.writers import SETTINGS, Batch, Part, part_maker
+from temporal.writers import SETTINGS, Batch, Part, WriterError, part_maker
 
 FORMATS = ("csv", "jsonl", "parquet")
 ROWS_PER_FILE = 1_000_000
 FETCH_ROWS = 10_000
 
 _STREAM = {"stream_results": True, "yield_per": FETCH_ROWS}
+_IN_FLIGHT = 2  # batches read but not yet written
+_SQLITE_DIALECT = sqlite.dialect()
 
 PG_SETTINGS = {
     "TimeZone": "UTC",
@@ -97,10 +119,12 @@ class Progress:
 class _Source:
     name: str
     columns: list[str]
-    types: list[str]
+    types: list[ColumnType]
     order_by: list[str]
     rows: Callable[[], Iterator[Sequence[Any]]]
-    copy: str | None = None  # PostgreSQL: a query of canonical text for COPY
+    # Canonical CSV lines straight from the database (PostgreSQL's COPY, SQLite's
+    # own string functions), where every column's type allows it.
+    fast: Callable[[], Iterator[list[bytes]]] | None = None
     count: Callable[[], int] | None = None  # for progress: the rows to come
 
 
@@ -116,7 +140,37 @@ def _temporal_table(conn: Connection, name: str, schema: str | None = None) -> T
         )
     for period in (CREATED_AT, EXPIRED_AT):
         table.c[period].type = UTCDateTime()
+    if conn.dialect.name == "sqlite":
+        # SQLite keeps no types worth the name (a UTC timestamp is DATETIME text, a
+        # UUID CHAR(32)): the model's declared types decide, as on PostgreSQL.
+        declared = _declared_columns(table)
+        for column in table.c:
+            if column.name in declared:
+                column.type = declared[column.name].type
     return table
+
+
+def _declared_columns(table: Table) -> dict[str, Column[Any]]:
+    """The columns of the temporal model (imported in this process) that defines
+    ``table``, if exactly one definition of that name and those columns is known."""
+    names = {c.name for c in table.c}
+    found: dict[str, list[Column[Any]]] = {}
+    pending: list[type] = [Temporal]
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        model_table = getattr(cls, "__table__", None)
+        if isinstance(model_table, Table) and model_table.name == table.name \
+                and model_table.schema is None and {c.name for c in model_table.c} == names:
+            for column in model_table.c:
+                found.setdefault(column.name, []).append(column)
+    dialect = _SQLITE_DIALECT
+    declared = {}
+    for name, columns in found.items():
+        kinds = {column_type(c.type, dialect) for c in columns}
+        if len(kinds) == 1:  # models that disagree: the database's own types
+            declared[name] = columns[0]
+    return declared
 
 
 def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
@@ -124,10 +178,18 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     key = key_columns(table)
     data = [c for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT)]
     rest = [c for c in data if c not in key]
-    versions = all_versions(conn, table)  # archived versions included
-    stmt = (select(*[versions.c[c.name] for c in data]).where(valid_at(versions, at))
-            .order_by(*[versions.c[c.name] for c in (*key, *rest)]))
     dialect = conn.dialect
+    types = [column_type(c.type, dialect) for c in data]
+    by_type = {c.name: t for c, t in zip(data, types, strict=True)}
+    versions = all_versions(conn, table)  # archived versions included
+    # JSON documents (and PostgreSQL intervals) are read as their text: a driver
+    # would turn JSON null into NULL and a month into 30 days.
+    as_text = (JSON, INTERVAL) if dialect.name == "postgresql" else (JSON,)
+    stmt = (select(*[cast(versions.c[c.name], Text) if t.encoding in as_text
+                     else versions.c[c.name] for c, t in zip(data, types, strict=True)])
+            .where(valid_at(versions, at))
+            .order_by(*[cast(versions.c[c.name], Text) if by_type[c.name].encoding == JSON
+                        else versions.c[c.name] for c in (*key, *rest)]))
 
     def rows() -> Iterator[Sequence[Any]]:
         yield from conn.execute(stmt, execution_options=_STREAM)
@@ -137,14 +199,45 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
         counted = select(func.count()).select_from(versions).where(valid_at(versions, at))
         return int(conn.execute(counted).scalar_one())
 
-    copy = pgcopy.copy_query(conn, name, data, [*key, *rest], at) \
-        if dialect.name == "postgresql" else None
+    fast: Callable[[], Iterator[list[bytes]]] | None = None
+    if dialect.name == "postgresql":
+        copy = pgcopy.copy_query(conn, name, data, types, [*key, *rest], at)
+        if copy is not None:
+            def fast() -> Iterator[list[bytes]]:
+                return pgcopy.copy_batches(conn, copy, FETCH_ROWS)
+    else:
+        fast = _sqlite_lines(conn, name, data, types, [*key, *rest], at)
     return _Source(
-        name=name, columns=[c.name for c in data],
-        types=[c.type.compile(dialect=dialect) for c in data],
-        order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, copy=copy,
+        name=name, columns=[c.name for c in data], types=types,
+        order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, fast=fast,
         count=count,
     )
+
+
+def _sqlite_lines(conn: Connection, name: str, data: list[Column[Any]],
+                  types: list[ColumnType], order: list[Column[Any]], at: datetime
+                  ) -> Callable[[], Iterator[list[bytes]]] | None:
+    """SQLite: canonical lines mostly rendered by SQLite (None if a type needs Python)."""
+    quote = conn.dialect.identifier_preparer.quote
+    planned = sqlitelines.plan([c.name for c in data], types, quote)
+    if planned is None:
+        return None
+    pieces, in_python = planned
+    columns = ", ".join(quote(c.name) for c in data)
+    valid = _backend.valid_at_text("sqlite", at)
+    sources = [quote(name)] + ([quote(archive_name(name))]
+                               if reads_archive_apart(conn, name) else [])
+    versions = " UNION ALL ".join(f"SELECT {columns} FROM {s} WHERE {valid}" for s in sources)
+    sql = (f"SELECT {', '.join(pieces)} FROM ({versions}) AS v "
+           f"ORDER BY {', '.join(f'v.{quote(c.name)}' for c in order)}")
+
+    def fast() -> Iterator[list[bytes]]:
+        # The driver's own cursor: no result processing is wanted here.
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(sql)
+        return sqlitelines.lines(iter(lambda: cursor.fetchmany(FETCH_ROWS), []), in_python)
+
+    return fast
 
 
 def table_history(source: str | Engine, name: str, key: Sequence[str]
@@ -179,6 +272,28 @@ def _query_source(snapshot: _Snapshot, name: str) -> _Source:
     checked = snapshot.query
     assert checked is not None
     conn = snapshot.conn
+    columns = checked.columns
+    sql = checked.sql
+    fast: Callable[[], Iterator[list[bytes]]] | None = None
+    if checked.raw_cursor:  # SQLite reports no types for a query's columns
+        types = [ColumnType("", OTHER) for _ in columns]
+    else:  # PostgreSQL: a statement the library writes over the checked view
+        view = f"pg_temp.{sandbox.VIEW}"
+        types = _pg_view_types(conn, view)
+        # Renamed c1, c2...: positions, whatever the columns are called.
+        renamed = (f"SELECT * FROM {view} AS temporal_query"
+                   f"({', '.join(f'c{i}' for i in range(1, len(columns) + 1))})")
+        copy = pgcopy.query_copy(renamed, types)
+        if copy is not None:
+            def fast() -> Iterator[list[bytes]]:
+                return pgcopy.copy_batches(conn, copy, FETCH_ROWS)
+        # Else JSON (no ordering operator; the driver loses JSON null) and intervals
+        # are read as text.
+        as_text = [f"q.c{i}::text" if t.encoding in (JSON, INTERVAL) else f"q.c{i}"
+                   for i, t in enumerate(types, start=1)]
+        order = [f"q.c{i}::text" if t.encoding == JSON else f"q.c{i}"
+                 for i, t in enumerate(types, start=1)]
+        sql = f"SELECT {', '.join(as_text)} FROM ({renamed}) AS q ORDER BY {', '.join(order)}"
 
     def rows() -> Iterator[Sequence[Any]]:
         try:
@@ -188,12 +303,30 @@ def _query_source(snapshot: _Snapshot, name: str) -> _Source:
                 while batch := cursor.fetchmany(FETCH_ROWS):
                     yield from batch
             else:  # PostgreSQL: a statement the library wrote, over the checked view
-                yield from conn.exec_driver_sql(checked.sql, execution_options=_STREAM)
+                yield from conn.exec_driver_sql(sql, execution_options=_STREAM)
         except (exc.DBAPIError, sqlite3.Error) as error:
             raise sandbox.run_error(error, snapshot.guard) from None
 
-    return _Source(name=name, columns=checked.columns, types=["" for _ in checked.columns],
-                   order_by=checked.columns, rows=rows)
+    return _Source(name=name, columns=columns, types=types, order_by=columns, rows=rows,
+                   fast=fast)
+
+
+def _pg_view_types(conn: Connection, view: str) -> list[ColumnType]:
+    """The encodings of a view's columns, from their types (``--query`` exports)."""
+    rows = conn.execute(text(
+        "SELECT t.typname, format_type(a.atttypid, a.atttypmod), a.atttypmod, e.typname, "
+        "format_type(e.oid, NULL) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+        "WHERE a.attrelid = CAST(:view AS regclass) AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum"), {"view": view}).all()
+    types = []
+    for typname, sql, typmod, item, item_sql in rows:
+        precision = scale = None
+        if typname == "numeric" and typmod >= 4:  # typmod: (precision << 16 | scale) + 4
+            precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
+        types.append(pg_column_type(typname, sql, precision, scale,
+                                    None if item is None else (item, item_sql)))
+    return types
 
 
 @dataclass
@@ -364,46 +497,42 @@ def _describe_writers(writers: Iterable[Sequence[Any]]) -> str:
 
 
 def _batches(source: _Source, plan: ExportPlan, conn: Connection
-             ) -> Iterator[tuple[Batch, bytes]]:
-    """The table's rows in batches, each with the bytes it adds to the content digest.
+             ) -> Iterator[tuple[Batch, bytes | None]]:
+    """The table's rows in batches, each with the bytes it adds to the content digest
+    (None: the batch's own lines).
 
-    A CSV export on PostgreSQL with canonical SQL for every column takes its
-    lines straight from COPY: they are the file's bytes and the digest's bytes.
+    On PostgreSQL, when the server can render every column's canonical text,
+    the lines come straight from COPY: they are the digest's bytes and a CSV
+    part's bytes, and JSON lines and Parquet are made from them.
     """
-    if source.copy is not None and plan.copy and plan.fmt == "csv" and plan.digest == CSV_ROWS:
-        for copied in pgcopy.copy_batches(conn, source.copy, FETCH_ROWS):
-            batch = Batch(copied)
-            yield batch, batch.joined
+    width = len(source.columns)
+    if source.fast is not None and plan.copy and plan.digest == CSV_ROWS:
+        for copied in source.fast():
+            yield Batch(copied, width), None
         return
     digest_row = DIGEST_ROWS[plan.digest]
     other_digest = digest_row is not csv_row  # else the digest's rows are the CSV lines
-    encoders: list[Any] = []
-    rows: list[Sequence[Any]] = []
+    encoders = [encoder(t) for t in source.types]
     lines: list[bytes] = []
     digested: list[bytes] = []
     for row in source.rows():
-        if not encoders:
-            encoders = [column_encoder(v) for v in row]
         canon = [encode(v) for encode, v in zip(encoders, row, strict=True)]
-        rows.append(row)
         lines.append(csv_row(canon))
         if other_digest:
             digested.append(digest_row(canon))
-        if len(rows) == FETCH_ROWS:
-            batch = Batch(lines, rows)
-            yield batch, b"".join(digested) if other_digest else batch.joined
-            rows, lines, digested = [], [], []
-    if rows:
-        batch = Batch(lines, rows)
-        yield batch, b"".join(digested) if other_digest else batch.joined
+        if len(lines) == FETCH_ROWS:
+            yield Batch(lines, width), b"".join(digested) if other_digest else None
+            lines, digested = [], []
+    if lines:
+        yield Batch(lines, width), b"".join(digested) if other_digest else None
 
 
-def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
+def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any | None,
                  conn: Connection) -> tuple[list[FileEntry], str]:
     """Write one table's parts; return their entries and the table's content digest."""
     folder = out_dir / source.name
     folder.mkdir(parents=True, exist_ok=True)
-    open_part = part_maker(plan.fmt, source.columns)
+    open_part = part_maker(plan.fmt, source.columns, source.types)
     table_digest = hashlib.sha256()
     entries: list[FileEntry] = []
     current: Part | None = None
@@ -421,26 +550,48 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
         entries.append(FileEntry(path=path.relative_to(out_dir).as_posix(), table=source.name,
                                  rows=in_part, bytes=size, sha256=sha))
 
-    expected = source.count() if plan.on_progress is not None and source.count else None
-    if plan.on_progress is not None:
-        plan.on_progress(Progress(source.name, 0, expected))
-    for batch, digested in _batches(source, plan, conn):
-        table_digest.update(digested)
-        digest.update(digested)
+    def consume(batch: Batch, digested: bytes | None) -> None:
+        nonlocal current, in_part
+        data = batch.joined if digested is None else digested
+        table_digest.update(data)
+        if digest is not None:
+            digest.update(data)
         done = 0
         while done < len(batch):  # a batch may straddle parts
             if current is None:
                 current = start()
             take = min(len(batch) - done, plan.rows_per_file - in_part)
-            current.add(batch.cut(done, done + take) if take < len(batch) else batch)
+            try:
+                current.add(batch.cut(done, done + take) if take < len(batch) else batch)
+            except ColumnarError as error:
+                raise WriterError(f"{source.name}: {error}") from None
             done += take
             in_part += take
             if in_part == plan.rows_per_file:
                 finish(current)
                 current = None
-        total += len(batch)
-        if plan.on_progress is not None:
-            plan.on_progress(Progress(source.name, total, expected))
+
+    # Reading (the driver, in Python) and writing (hashing, Arrow, files: native code
+    # that releases the GIL) overlap on two threads; a few batches in flight at most,
+    # so memory stays flat.
+    expected = source.count() if plan.on_progress is not None and source.count else None
+    if plan.on_progress is not None:
+        plan.on_progress(Progress(source.name, 0, expected))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="temporal-export") as writer:
+        pending: deque[Future[None]] = deque()
+        try:
+            for batch, digested in _batches(source, plan, conn):
+                pending.append(writer.submit(consume, batch, digested))
+                while pending and (len(pending) > _IN_FLIGHT or pending[0].done()):
+                    pending.popleft().result()
+                total += len(batch)
+                if plan.on_progress is not None:
+                    plan.on_progress(Progress(source.name, total, expected))
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
     if current is None and not entries:  # an empty table still gets its (header-only) file
         current = start()
     if current is not None:
@@ -530,7 +681,7 @@ class ExportPlan:
     force: bool = False
     on_progress: Callable[[Progress], None] | None = None
     digest: str = CSV_ROWS  # verify re-exports with the algorithm its manifest names
-    copy: bool = True  # PostgreSQL CSV through COPY where every column allows it
+    copy: bool = True  # canonical lines straight from the database where every column allows
     unversioned: tuple[str, ...] = ()
     signing_key: bytes | None = field(default=None, repr=False)
     # Change feeds (temporal.changes) and point-in-time joins (temporal.pitjoin):
@@ -599,13 +750,15 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
     conn = snapshot.conn
     for inside, original in plan.attachments:
         shutil.copyfile(original, out / inside)
-    digest = hashlib.sha256()
+    # One table: the digest of all tables is its digest (no second pass over the bytes).
+    digest = hashlib.sha256() if len(sources) > 1 else None
     files: list[FileEntry] = []
     per_table: dict[str, str] = {}
     for src in sources:
         entries, table_digest = _write_table(src, out, plan, digest, conn)
         files += entries
         per_table[src.name] = table_digest
+    overall = digest.hexdigest() if digest is not None else per_table[sources[0].name]
     server = conn.dialect.server_version_info or ()
     fmt = plan.fmt
     manifest = Manifest(
@@ -613,10 +766,10 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
         writer={**SETTINGS[fmt], "rows_per_file": plan.rows_per_file},
         tables=tables if tables is not None else
         [] if plan.query is not None else [s.name for s in sources], query=plan.query,
-        schema={s.name: [{"name": c, "type": t} for c, t in zip(s.columns, s.types, strict=True)]
-                for s in sources},
+        schema={s.name: [{"name": c, **t.describe()}
+                         for c, t in zip(s.columns, s.types, strict=True)] for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
-        content_digest={"algorithm": plan.digest, "all": digest.hexdigest(),
+        content_digest={"algorithm": plan.digest, "all": overall,
                         **{f"table:{k}": v for k, v in per_table.items()}},
         library=_library_versions(fmt),
         database={"dialect": snapshot.dialect,

@@ -13,27 +13,25 @@ The manifest holds no wall-clock time and no connection URL: exporting the
 same ``as_of`` again gives the same manifest, byte for byte, and never a
 password.
 
-Canonical values: NULL is JSON ``null`` (distinct from the empty string);
-timestamps are ISO-8601 with microseconds (``Z`` when timezone-aware, always
-UTC); floats are the shortest text that round-trips, with ``NaN``,
-``Infinity`` and ``-Infinity`` spelled out; decimals keep their scale; bytes
-are hex; JSON documents are re-serialized with sorted keys.
+Canonical values follow each column's SQL type (:mod:`temporal.encoding`);
+the schema records, for every column, its SQL type, its encoding and its
+Arrow type, so a reader can restore exact types.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import hashlib
 import json
-import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from temporal.encoding import CSV_ROWS, DIGEST_ROWS, JSON_ROWS, canonical, csv_row, json_row
 from temporal.errors import TemporalError
+
+__all__ = ["CSV_ROWS", "DIGEST_ROWS", "JSON_ROWS", "FileEntry", "Manifest", "ManifestError",
+           "canonical", "csv_row", "json_row", "read_manifest"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -41,101 +39,6 @@ MANIFEST_NAME = "manifest.json"
 
 class ManifestError(TemporalError):
     """A manifest or export that cannot be read or does not check out."""
-
-
-def canonical(value: Any) -> Any:
-    """The canonical, format-free form of one value: a string, or None for NULL."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return repr(value)
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    if isinstance(value, (dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return f"{value.total_seconds():.6f}s"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          default=canonical)
-    return str(value)
-
-
-def _canonical_float(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if value in (math.inf, -math.inf):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(value)
-
-
-def _canonical_datetime(value: dt.datetime) -> str:
-    if value.tzinfo is not None:
-        if value.utcoffset():
-            value = value.astimezone(dt.timezone.utc)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
-
-
-_FAST: dict[type, Any] = {
-    str: str.__str__, int: int.__repr__, float: _canonical_float,
-    bool: lambda v: "true" if v else "false", decimal.Decimal: decimal.Decimal.__str__,
-    dt.datetime: _canonical_datetime, dt.date: dt.date.isoformat, uuid.UUID: uuid.UUID.__str__,
-}
-
-
-def column_encoder(sample: Any) -> Any:
-    """A fast :func:`canonical` for a column whose values look like ``sample``.
-
-    Values of another type (SQLite columns can mix them) take the general path,
-    so the result is always exactly ``canonical(value)``.
-    """
-    kind = type(sample)
-    fast = _FAST.get(kind)
-    if fast is None:
-        return canonical
-
-    def encode(value: Any) -> str | None:
-        if value is None:
-            return None
-        return fast(value) if type(value) is kind else canonical(value)  # type: ignore[no-any-return]
-
-    return encode
-
-
-CSV_ROWS = "sha256 over canonical CSV rows"
-JSON_ROWS = "sha256 over canonical JSON rows"  # the encoding of earlier exports
-
-
-def csv_row(canon: list[str | None]) -> bytes:
-    """From canonical values, one CSV line: NULL is an empty field; every other value
-    is quoted (so ``""`` is the empty string). This is the content digest's row."""
-    return (",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in canon)
-            + "\n").encode()
-
-
-def json_row(values: list[str | None]) -> bytes:
-    """A compact JSON array of canonical values (content digests of format 1 exports)."""
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-
-
-DIGEST_ROWS = {CSV_ROWS: csv_row, JSON_ROWS: json_row}
 
 
 @dataclass
@@ -156,7 +59,7 @@ class Manifest:
     writer: dict[str, Any]
     tables: list[str]
     query: str | None
-    schema: dict[str, list[dict[str, str]]]
+    schema: dict[str, list[dict[str, Any]]]
     order_by: dict[str, list[str]]
     files: list[FileEntry]
     content_digest: dict[str, str]
@@ -280,7 +183,19 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "format": {"enum": ["csv", "jsonl", "parquet"]},
         "writer": {"type": "object"},
         "schema": {"type": "object", "additionalProperties": {
-            "type": "array", "items": {"type": "object", "required": ["name", "type"]}}},
+            "type": "array", "items": {
+                "type": "object", "required": ["name", "type", "encoding", "arrow"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"type": "string", "description": "the SQL type"},
+                    "encoding": {"enum": ["integer", "boolean", "float", "decimal", "text",
+                                          "timestamp_utc", "timestamp", "date", "time",
+                                          "interval", "bytes", "uuid", "json", "array",
+                                          "other"],
+                                 "description": "how values are written (README: types)"},
+                    "arrow": {"type": "string", "description": "the Arrow/Parquet type"},
+                    "precision": {"type": "integer"}, "scale": {"type": "integer"},
+                    "item": {"type": "object", "description": "an array's item type"}}}}},
         "order_by": {"type": "object",
                      "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "files": {"type": "array", "items": {

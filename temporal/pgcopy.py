@@ -26,29 +26,47 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Connection
-from sqlalchemy import types as sqltypes
 
 from temporal._backend import valid_at_text
+from temporal.encoding import (
+    BOOLEAN,
+    BYTES,
+    DATE,
+    DECIMAL,
+    FLOAT,
+    INTEGER,
+    INTERVAL,
+    TEXT,
+    TIME,
+    TIMESTAMP,
+    TIMESTAMP_UTC,
+    UUID,
+    ColumnType,
+)
 
 
-def canonical_sql(column: Column[Any], quote: Any) -> str | None:
-    """SQL giving ``column``'s canonical text, or None for a type without one."""
-    name = quote(column.name)
-    kind = column.type
-    if isinstance(kind, sqltypes.Double):  # float8; real and numeric are not handled
-        return double_sql(name)
-    if isinstance(kind, (sqltypes.Numeric, sqltypes.Interval, sqltypes.JSON,
-                         sqltypes.LargeBinary, sqltypes.ARRAY)):
-        return None
-    if isinstance(kind, sqltypes.Boolean):
+def canonical_sql(name: str, column: ColumnType) -> str | None:
+    """SQL giving the canonical text of the column ``name`` (quoted), or None for an
+    encoding that only Python renders (JSON documents, arrays, other types)."""
+    kind = column.encoding
+    if kind == FLOAT:
+        # real too: psycopg reads a real as its shortest text, parsed as a double
+        real = column.sql.upper() in ("REAL", "FLOAT4")
+        return double_sql(f"({name})::text::float8" if real else name)
+    if kind == BOOLEAN:
         return f"CASE WHEN {name} THEN 'true' WHEN NOT {name} THEN 'false' END"
-    if isinstance(kind, sqltypes.DateTime):
-        if kind.timezone:
-            return (f"to_char({name} AT TIME ZONE 'UTC', "
-                    "'FMYYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-        return f"to_char({name}, 'FMYYYY-MM-DD\"T\"HH24:MI:SS.US')"
-    if isinstance(kind, (sqltypes.Integer, sqltypes.String, sqltypes.Uuid, sqltypes.Date)):
-        return f"{name}::text"
+    if kind == TIMESTAMP_UTC:
+        return f"to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    if kind == TIMESTAMP:
+        return f"to_char({name}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+    if kind == TIME:
+        return f"to_char(date '2000-01-01' + {name}, 'HH24:MI:SS.US')"
+    if kind == BYTES:
+        return f"encode({name}, 'hex')"
+    if kind in (INTEGER, TEXT, UUID, DATE, DECIMAL, INTERVAL):
+        # COPY prints these as their canonical text (numeric in plain digits; with
+        # the pinned DateStyle and IntervalStyle, dates and intervals in ISO 8601).
+        return name
     return None
 
 
@@ -57,15 +75,19 @@ def double_sql(x: str) -> str:
     text = f"({x})::text"
     digits = f"replace(split_part(ltrim({text}, '-'), 'e', 1), '.', '')"
     sign = f"CASE WHEN {x} < 0 THEN '-' ELSE '' END"
-    # Integral values from 2^53 to 1e22: the shortest correctly rounded decimal that
-    # reads back as x (what repr picks); PostgreSQL prints them in full.
+    # From 2^53 up: the shortest correctly rounded decimal that reads back as x (what
+    # repr picks). PostgreSQL prints integral values below 1e22 in full, and from 1e23
+    # on some values with one digit too many (9.999999999999999e+22 for 1e23).
     shortest = (f"(SELECT r FROM (SELECT ({text})::numeric AS n, "
                 f"split_part({text}, 'e', 2)::int AS p) AS base "
                 f"CROSS JOIN generate_series(1, 17) AS k "
                 f"CROSS JOIN LATERAL (SELECT round(base.n, k - 1 - base.p) AS r) AS rounded "
-                f"WHERE r::float8 = {x} ORDER BY k LIMIT 1)")
-    kept = f"rtrim(ltrim(({shortest})::text, '-'), '0')"
-    power = f"split_part({text}, 'e', 2)::int"
+                # (a CASE: rounding the largest doubles up can leave the double range)
+                f"WHERE CASE WHEN abs(r) < 1.7976931348623158e308 THEN r::float8 = {x} "
+                f"ELSE false END ORDER BY k LIMIT 1)")
+    whole = f"ltrim(({shortest})::text, '-')"  # an integer: no decimal point
+    kept = f"rtrim({whole}, '0')"
+    power = f"(length({whole}) - 1)"
     large = (f"CASE WHEN {power} = 15 THEN ({shortest})::text || '.0' ELSE "
              f"{sign} || left({kept}, 1) || CASE WHEN length({kept}) > 1 THEN "
              f"'.' || substr({kept}, 2) ELSE '' END || 'e+' || {power}::text END")
@@ -74,25 +96,34 @@ def double_sql(x: str) -> str:
             f"WHEN {x} IN ('NaN', 'Infinity', '-Infinity') THEN {text} "
             f"WHEN abs({x}) < 1e15 THEN CASE WHEN {x} = trunc({x}) THEN {text} || '.0' "
             f"ELSE {text} END "
-            f"WHEN abs({x}) >= 1e23 THEN {text} "
             f"WHEN abs({x}) >= 9007199254740992 THEN {large} "
             f"ELSE {sign} || CASE WHEN length({digits}) <= 16 "  # 1e15 <= |x| < 2^53
             f"THEN rpad({digits}, 16, '0') || '.0' "
             f"ELSE left({digits}, 16) || '.' || substr({digits}, 17) END END")
 
 
-def copy_query(conn: Connection, table: str, data: list[Column[Any]], order: list[Column[Any]],
-               at: datetime) -> str | None:
+def copy_query(conn: Connection, table: str, data: list[Column[Any]],
+               types: list[ColumnType], order: list[Column[Any]], at: datetime) -> str | None:
     """The SELECT of ``data`` columns' canonical text as of ``at``, or None if a column's
-    type has no canonical SQL. (Reading the table includes its archive: a child.)"""
+    encoding has no canonical SQL. (Reading the table includes its archive: a child.)"""
     quote = conn.dialect.identifier_preparer.quote
-    texts = [canonical_sql(c, quote) for c in data]
+    texts = [canonical_sql(quote(c.name), t) for c, t in zip(data, types, strict=True)]
     if any(t is None for t in texts):
         return None
     return (f"SELECT {', '.join(str(t) for t in texts)} FROM {quote(table)} "
             f"WHERE {valid_at_text('postgresql', at)} "
             # qualified: a bare name would sort by the output column, i.e. as text
             f"ORDER BY {', '.join(f'{quote(table)}.{quote(c.name)}' for c in order)}")
+
+
+def query_copy(wrapped: str, types: list[ColumnType]) -> str | None:
+    """The canonical text of a query's columns ``c1``, ``c2``... (``wrapped`` names its
+    output so), sorted by every column's value; None if a column has no canonical SQL."""
+    texts = [canonical_sql(f"q.c{i}", t) for i, t in enumerate(types, start=1)]
+    if any(t is None for t in texts):
+        return None
+    order = ", ".join(f"q.c{i}" for i in range(1, len(types) + 1))
+    return f"SELECT {', '.join(str(t) for t in texts)} FROM ({wrapped}) AS q ORDER BY {order}"
 
 
 def copy_batches(conn: Connection, query: str, size: int) -> Iterator[list[bytes]]:

@@ -38,16 +38,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, exc, inspect
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy import Connection, Engine, exc, inspect
+from sqlalchemy.types import TypeEngine
 
 from temporal import authorizer, pgcopy
 from temporal.archival import reads_archive_apart
 from temporal.catalog import ARCHIVE_SUFFIX, archive_name
 from temporal.clock import UTC, aware, isoformat
+from temporal.encoding import INTERVAL, JSON, OTHER, ColumnType, column_type
 from temporal.errors import ExportError
 from temporal.export import (
     _STREAM,
+    FETCH_ROWS,
     FORMATS,
     ExportPlan,
     Progress,
@@ -206,11 +208,21 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
     _refuse_late_rows(conn, from_sql, time, at, plan.at)
 
     schema = inspect(conn).default_schema_name or "main"
-    selected = [f"{s}.{quote(c)} AS {quote(c)}" for c in spine.names]
+    # JSON documents (and PostgreSQL intervals) are read as their text, as in an export.
+    textual = (JSON, INTERVAL) if dialect == "postgresql" else (JSON,)
+    selected = []
+    types: list[TypeEngine[Any] | None] = []
+    kinds: list[ColumnType] = []
+    for s_name, s_type, s_sql in zip(spine.names, spine.types, spine.type_names, strict=True):
+        s_kind = (column_type(s_type, conn.dialect) if s_type is not None
+                  else ColumnType(s_sql, OTHER))
+        as_text = s_kind.encoding in textual
+        selected.append(f"CAST({s}.{quote(s_name)} AS TEXT) AS {quote(s_name)}" if as_text
+                        else f"{s}.{quote(s_name)} AS {quote(s_name)}")
+        types.append(None if as_text else s_type)
+        kinds.append(s_kind)
     joins: list[str] = []
     columns = list(spine.names)
-    types: list[TypeEngine[Any] | None] = list(spine.types)
-    type_names = list(spine.type_names)
     for i, (table_name, entry) in enumerate(sorted(record["join"].items())):
         table = _temporal_table(conn, table_name, schema=schema)
         key = [c.name for c in key_columns(table)]
@@ -242,10 +254,18 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
             if label in columns:
                 raise ExportError(f"the output would have two columns named {label!r}; "
                                   "rename the spine column")
-            selected.append(f"{alias}.{quote(c.name)} AS {quote(label)}")
+            c_kind = column_type(c.type, conn.dialect)
+            value = f"{alias}.{quote(c.name)}"
+            if c_kind.encoding in textual:
+                # read as text, as an export does: a driver would turn JSON null into
+                # NULL and a month into 30 days
+                value, processed = f"CAST({value} AS TEXT)", None
+            else:
+                processed = c.type
+            selected.append(f"{value} AS {quote(label)}")
             columns.append(label)
-            types.append(c.type)
-            type_names.append(c.type.compile(dialect=conn.dialect))
+            types.append(processed)
+            kinds.append(c_kind)
     inner = f"SELECT {', '.join(selected)} FROM {from_sql} {' '.join(joins)}"
     order = ", ".join(f"x.{quote(c)} NULLS FIRST" for c in spine.names)
     statement = f"SELECT * FROM ({inner}) AS x ORDER BY {order}"
@@ -265,14 +285,17 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
         except exc.DBAPIError as error:
             raise ExportError(f"the join failed: {_first_line(error)}") from None
 
-    copy = None
-    if dialect == "postgresql" and all(t is not None for t in types):
-        texts = [pgcopy.canonical_sql(Column(c, t.impl if isinstance(t, TypeDecorator) else t),
-                                      quote) for c, t in zip(columns, types, strict=True)]
+    fast: Callable[[], Iterator[list[bytes]]] | None = None
+    if dialect == "postgresql":
+        texts = [pgcopy.canonical_sql(f"x.{quote(c)}", k)
+                 for c, k in zip(columns, kinds, strict=True)]
         if all(t is not None for t in texts):
             copy = f"SELECT {', '.join(str(t) for t in texts)} FROM ({inner}) AS x ORDER BY {order}"
-    return _Source(name=name, columns=columns, types=type_names, order_by=list(spine.names),
-                   rows=rows, copy=copy)
+
+            def fast() -> Iterator[list[bytes]]:
+                return pgcopy.copy_batches(conn, copy, FETCH_ROWS)
+    return _Source(name=name, columns=columns, types=kinds, order_by=list(spine.names),
+                   rows=rows, fast=fast)
 
 
 def _refuse_late_rows(conn: Connection, from_sql: str, time: str, at_column: str,

@@ -38,8 +38,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from temporal import signing
+from temporal import columnar, signing
 from temporal.clock import parse_time
+from temporal.encoding import OTHER, ColumnType, encoder
 from temporal.errors import ExportError, TemporalError
 from temporal.export import ROWS_PER_FILE, ExportPlan, run_export
 from temporal.manifest import (
@@ -174,13 +175,16 @@ def _recompute(root: Path, loaded: Manifest, intact: dict[str, bool], report: Ve
         if path is None or not path.is_file():
             complete = False
             continue
-        columns = [c["name"] for c in loaded.schema.get(entry.table, [])]
+        schema = loaded.schema.get(entry.table, [])
+        columns = [c["name"] for c in schema]
+        types = [ColumnType.from_manifest(c) for c in schema]
         table_digest = tables.setdefault(entry.table, hashlib.sha256())
         rows = 0
         if loaded.format == "csv" and algorithm == CSV_ROWS:
             lines: Iterator[bytes] = _canonical_csv_lines(path, columns)
         else:
-            lines = (digest_row(v) for v in _canonical_rows(path, loaded.format, columns))
+            lines = (digest_row(v)
+                     for v in _canonical_rows(path, loaded.format, columns, types))
         try:
             for line in lines:
                 overall.update(line)
@@ -274,8 +278,14 @@ def _canonical_csv_lines(path: Path, columns: list[str]) -> Iterator[bytes]:
             raise ValueError("the file ends inside a quoted value")
 
 
-def _canonical_rows(path: Path, fmt: str, columns: list[str]) -> Iterator[list[str | None]]:
-    """Each row of an exported file as canonical values (the content digest's input)."""
+def _canonical_rows(path: Path, fmt: str, columns: list[str], types: list[ColumnType]
+                    ) -> Iterator[list[str | None]]:
+    """Each row of an exported file as canonical values (the content digest's input).
+
+    JSON lines and Parquet values are encoded by the column's type from the manifest
+    (:func:`temporal.encoding.encoder`), as the export encoded the database's.
+    """
+    encoders = [canonical if t.encoding == OTHER else encoder(t) for t in types]
     if fmt == "csv":
         records = _csv_records(path)
         header = next(records, None)
@@ -292,7 +302,7 @@ def _canonical_rows(path: Path, fmt: str, columns: list[str]) -> Iterator[list[s
                 row = json.loads(line)
                 if not isinstance(row, dict) or list(row) != columns:
                     raise ValueError("a line's keys are not the schema's columns")
-                yield [canonical(v) for v in row.values()]
+                yield [e(v) for e, v in zip(encoders, row.values(), strict=True)]
     elif fmt == "parquet":
         try:
             import pyarrow.parquet as pq
@@ -304,7 +314,7 @@ def _canonical_rows(path: Path, fmt: str, columns: list[str]) -> Iterator[list[s
         for batch in data.to_batches():
             lists = [column.to_pylist() for column in batch.columns]
             for i in range(batch.num_rows):
-                yield [canonical(values[i]) for values in lists]
+                yield [e(values[i]) for e, values in zip(encoders, lists, strict=True)]
     else:
         raise ValueError(f"unknown format {fmt!r}")
 
@@ -376,7 +386,14 @@ def _reexport(loaded: Manifest, source: str | Engine, out: Path, at: datetime) -
 
 
 def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None) -> Any:
-    """Verify an export, then load one table as a pandas DataFrame or pyarrow Table."""
+    """Verify an export, then load one table as a pandas DataFrame or pyarrow Table.
+
+    Types come from the manifest's schema, whatever the format: decimals exact,
+    integers and booleans nullable, instants as UTC timestamps, bytes as bytes;
+    in pandas UUIDs are ``uuid.UUID`` and floats keep NaN apart from NULL.
+    JSON documents stay their canonical text (``json.loads`` it), so a JSON
+    ``null`` is not a missing value.
+    """
     report = verify(manifest)
     if not report.ok:
         raise ManifestError("refusing to load an export that does not verify: "
@@ -392,23 +409,17 @@ def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None)
         raise ExportError(f"the export holds no table {name!r}")
     if as_ not in ("pandas", "pyarrow"):
         raise ExportError(f"as_ must be 'pandas' or 'pyarrow', not {as_!r}")
+    columns = loaded.schema.get(name, [])
+    names = [c["name"] for c in columns]
+    types = [ColumnType.from_manifest(c) for c in columns]
     try:
         import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.json as pajson
+
+        parts = [columnar.read_part(p, loaded.format, names, types) for p in paths]
     except ImportError:
         raise ExportError("loading exports needs pyarrow: pip install 'temporal[parquet]'"
                           ) from None
-    if loaded.format == "parquet":
-        import pyarrow.parquet as pq
-
-        parts = [pq.read_table(p) for p in paths]
-    elif loaded.format == "csv":
-        # An unquoted empty field is NULL; a quoted one ("") is the empty string.
-        options = pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
-        parts = [pacsv.read_csv(p, convert_options=options) for p in paths]
-    else:
-        parts = [pajson.read_json(p) for p in paths]
+    except columnar.ColumnarError as error:
+        raise ExportError(f"{name}: {error}") from None
     table_data = pa.concat_tables(parts)
-    return table_data.to_pandas() if as_ == "pandas" else table_data
-
+    return columnar.to_pandas(table_data, types) if as_ == "pandas" else table_data

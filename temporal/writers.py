@@ -10,30 +10,30 @@ version, which the manifest records).
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from temporal import columnar
+from temporal.encoding import ColumnType, csv_row
 from temporal.errors import TemporalError
-from temporal.manifest import canonical, csv_row, file_sha256
+from temporal.manifest import file_sha256
 
 BATCH_ROWS = 10_000
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "csv": {"encoding": "utf-8", "delimiter": ",", "quote": '"', "quoting": "all non-NULL",
-            "null": "empty unquoted field", "line_terminator": "\\n", "header": True},
+            "null": "empty unquoted field", "line_terminator": "\\n", "header": True,
+            "values": "canonical text"},
     "jsonl": {"encoding": "utf-8", "object_per_line": True, "separators": [",", ":"],
               "ensure_ascii": False, "keys": "column order",
-              "non_json_values": "canonical text"},
+              "values": "numbers and booleans as JSON (NaN, Infinity, -Infinity bare), "
+                        "arrays as arrays of canonical texts, everything else canonical text"},
     "parquet": {"compression": "zstd", "compression_level": 3, "use_dictionary": False,
                 "write_statistics": True, "version": "2.6", "data_page_version": "1.0",
-                "row_group_rows": BATCH_ROWS,
-                "types": "from the first non-NULL value of each column; text otherwise"},
+                "row_group_rows": BATCH_ROWS, "types": "from the SQL types (schema: arrow)"},
 }
 
 
@@ -43,11 +43,10 @@ class WriterError(TemporalError):
 
 @dataclass
 class Batch:
-    """Consecutive rows of one table: their canonical CSV lines and, unless they came
-    straight from PostgreSQL's COPY (CSV only), the decoded rows."""
+    """Consecutive rows of one table as their canonical CSV lines (the digest's rows)."""
 
     lines: list[bytes]
-    rows: list[Sequence[Any]] | None = None
+    width: int
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -57,23 +56,19 @@ class Batch:
         """The lines as one string of bytes (a CSV part's content; the digest's rows)."""
         return b"".join(self.lines)
 
+    @cached_property
+    def texts(self) -> list[Any]:
+        """One Arrow string array of canonical texts per column."""
+        return columnar.text_columns(self.joined, self.width)
+
     def cut(self, start: int, stop: int) -> Batch:
-        rows = None if self.rows is None else self.rows[start:stop]
-        return Batch(self.lines[start:stop], rows)
+        return Batch(self.lines[start:stop], self.width)
 
 
 class Part(Protocol):
     def add(self, batch: Batch) -> None: ...
 
     def close(self) -> tuple[str, int]: ...
-
-
-def json_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return canonical(value)
 
 
 class _TextPart:
@@ -99,111 +94,46 @@ class _TextPart:
         return self.sha256.hexdigest(), self.size
 
 
-class _ParquetTable:
-    """Parts of one table share one Arrow schema, taken from its first rows."""
-
-    def __init__(self, columns: list[str]) -> None:
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise WriterError("parquet exports need pyarrow: pip install 'temporal[parquet]'"
-                              ) from None
-        self.columns = columns
-        self.schema: Any = None
-
-    def part(self, path: Path) -> Part:
-        return _ParquetPart(self, path)
-
-    def arrow_schema(self, rows: list[Sequence[Any]]) -> Any:
-        import pyarrow as pa
-
-        if self.schema is None:
-            fields = []
-            for i, name in enumerate(self.columns):
-                sample = next((r[i] for r in rows if r[i] is not None), None)
-                fields.append(pa.field(name, _arrow_type(sample)))
-            self.schema = pa.schema(fields)
-        return self.schema
-
-
-def _arrow_type(sample: Any) -> Any:
-    import pyarrow as pa
-
-    if isinstance(sample, bool):
-        return pa.bool_()
-    if isinstance(sample, int):
-        return pa.int64()
-    if isinstance(sample, float):
-        return pa.float64()
-    if isinstance(sample, datetime):
-        return pa.timestamp("us", tz="UTC" if sample.tzinfo is not None else None)
-    if isinstance(sample, date):
-        return pa.date32()
-    if isinstance(sample, time):
-        return pa.time64("us")
-    if isinstance(sample, (bytes, bytearray, memoryview)):
-        return pa.binary()
-    return pa.string()  # text, decimals, UUIDs, JSON, ... as canonical text
-
-
 class _ParquetPart:
-    def __init__(self, table: _ParquetTable, path: Path) -> None:
-        self.table = table
-        self.path = path
-        self.rows: list[Sequence[Any]] = []
-        self.writer: Any = None
+    """One Parquet file; its schema comes from the SQL types, never from the rows."""
 
-    def add(self, batch: Batch) -> None:
-        assert batch.rows is not None
-        self.rows += batch.rows
-        if len(self.rows) >= BATCH_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
+    def __init__(self, path: Path, columns: Sequence[str], types: Sequence[ColumnType]) -> None:
         import pyarrow.parquet as pq
 
-        schema = self.table.arrow_schema(self.rows)
-        arrays = []
-        for i, field in enumerate(schema):
-            values = [r[i] for r in self.rows]
-            if pa.types.is_string(field.type):
-                values = [canonical(v) for v in values]
-            try:
-                arrays.append(pa.array(values, type=field.type))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                raise WriterError(f"column {field.name!r} mixes value types; export it as "
-                                  "csv or jsonl, or cast it in a --query") from None
-        if self.writer is None:
-            options = SETTINGS["parquet"]
-            self.writer = pq.ParquetWriter(
-                self.path, schema, compression=options["compression"],
-                compression_level=options["compression_level"],
-                use_dictionary=options["use_dictionary"],
-                write_statistics=options["write_statistics"], version=options["version"],
-                data_page_version=options["data_page_version"])
-        if self.rows:
-            self.writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-        self.rows = []
+        self.columns, self.types = columns, types
+        self.schema = columnar.arrow_schema(columns, types)
+        options = SETTINGS["parquet"]
+        self.path = path
+        self.writer = pq.ParquetWriter(
+            path, self.schema, compression=options["compression"],
+            compression_level=options["compression_level"],
+            use_dictionary=options["use_dictionary"],
+            write_statistics=options["write_statistics"], version=options["version"],
+            data_page_version=options["data_page_version"])
+
+    def add(self, batch: Batch) -> None:
+        import pyarrow as pa
+
+        arrays = [columnar.to_arrow(t, texts, name) for name, t, texts
+                  in zip(self.columns, self.types, batch.texts, strict=True)]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema),
+                                row_group_size=BATCH_ROWS)
 
     def close(self) -> tuple[str, int]:
-        self._flush()
         self.writer.close()
         return file_sha256(self.path)
 
 
-def part_maker(fmt: str, columns: list[str]) -> Callable[[Path], Part]:
+def part_maker(fmt: str, columns: list[str], types: list[ColumnType]
+               ) -> Callable[[Path], Part]:
     """A function that opens the next part file of one table in ``fmt``."""
     if fmt == "csv":
         header = csv_row(list(columns))
         return lambda path: _TextPart(path, lambda batch: batch.joined, header)
+    columnar.arrow_schema(columns, types)  # pyarrow is there, or a clear error now
     if fmt == "jsonl":
         def encode(batch: Batch) -> bytes:
-            assert batch.rows is not None
-            return "".join(
-                json.dumps({c: json_value(v) for c, v in zip(columns, row, strict=True)},
-                           ensure_ascii=False, separators=(",", ":")) + "\n"
-                for row in batch.rows).encode()
+            return columnar.json_lines(columns, types, batch.texts)
 
         return lambda path: _TextPart(path, encode)
-    return _ParquetTable(columns).part
+    return lambda path: _ParquetPart(path, columns, types)
