@@ -54,7 +54,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from temporal import _compat
+from temporal import _compat, hooks
 from temporal.clock import UTC
 from temporal.errors import UnsupportedError
 from temporal.model import (
@@ -221,5 +221,7 @@ def _linking(mapper: Mapper[Any]) -> tuple[Any, ...]:
     return tuple(seen.values())
 
 
-_compat.extend_secondary_joins(_with_period)
-_compat.route_secondary_writes(is_temporal_table, _write_links)
+# Installed with the first temporal table (hooks.py): a process of plain models
+# keeps SQLAlchemy's own join and many-to-many code.
+hooks.when_installed(lambda: _compat.extend_secondary_joins(_with_period))
+hooks.when_installed(lambda: _compat.route_secondary_writes(is_temporal_table, _write_links))

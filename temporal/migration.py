@@ -51,7 +51,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
-from temporal import _backend, catalog, guard
+from temporal import _backend, catalog, guard, hooks
 from temporal.clock import aware, isoformat
 from temporal.errors import TemporalError
 from temporal.model import (
@@ -61,6 +61,8 @@ from temporal.model import (
     TTL_INFO,
     _temporal_table_args,
     current_index,
+    history_index_name,
+    split_indexes,
 )
 from temporal.types import UTCDateTime
 
@@ -257,8 +259,15 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
         for index in old.indexes:
             if index.unique:
                 operations.drop_index(str(index.name), name)
+        existing = {str(i.name) for i in old.indexes if not i.unique}
+        quote = conn.dialect.identifier_preparer.quote
+        for index, history in _split_pairs(new):
+            if index.name in existing:  # the full index lives on as the history twin
+                conn.exec_driver_sql(f"ALTER INDEX {quote(str(index.name))} "
+                                     f"RENAME TO {quote(history)}")
+                existing = (existing - {str(index.name)}) | {history}
         for index in new.indexes:
-            if index.name not in {i.name for i in old.indexes if not i.unique}:
+            if str(index.name) not in existing:
                 conn.execute(CreateIndex(index))
         catalog.register(conn, name, key, op.ttl)
         guard.install(conn, name, key)
@@ -281,6 +290,12 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
         for index in old.indexes:
             if index.name in (f"{name}_current", f"{name}_expired_at") or index in uniques:
                 conn.execute(DropIndex(index))
+        quote = conn.dialect.identifier_preparer.quote
+        for index, history in _split_pairs(old):
+            # The full twin becomes the index again (the partial one would go with
+            # expired_at anyway).
+            conn.execute(DropIndex(index))
+            conn.exec_driver_sql(f"ALTER INDEX {quote(history)} RENAME TO {quote(str(index.name))}")
         pk_name = _pk_name(old)
         operations.drop_constraint(pk_name, name, type_="primary")
         operations.create_primary_key(pk_name, name, key)
@@ -487,10 +502,13 @@ def _temporal_target(old: Table, ttl: timedelta | None) -> Table:
                 for ix in old.indexes
                 if ix.unique and (cols := [c.name for c in ix.columns]) and set(cols) <= by_name]
     args = [*columns, *uniques, *_kept_constraints(old), *_plain_indexes(old, set())]
+    hooks.install()
     info: dict[str, Any] = {TEMPORAL_INFO: True}
     if ttl is not None:
         info[TTL_INFO] = max(1, round(ttl.total_seconds()))
-    return Table(name, metadata, *_temporal_table_args(name, tuple(args)), info=info)
+    table = Table(name, metadata, *_temporal_table_args(name, tuple(args)), info=info)
+    split_indexes(table)
+    return table
 
 
 def _own_name(table: str, columns: list[str], name: str) -> str | None:
@@ -513,9 +531,17 @@ def _plain_target(old: Table, key: list[str]) -> Table:
         columns.append(copy)
     uniques = [UniqueConstraint(*[c.name for c in ix.columns], name=ix.name)
                for ix in old.indexes if _current_unique(ix, name)]
-    skip = {f"{name}_current", f"{name}_expired_at"}
+    skip = {f"{name}_current", f"{name}_expired_at", *(h for _, h in _split_pairs(old))}
     return Table(name, metadata, *columns, *uniques, *_kept_constraints(old),
                  *_plain_indexes(old, skip))
+
+
+def _split_pairs(table: Table) -> list[tuple[Index, str]]:
+    """(partial index, name of its full ``_history`` twin) of a temporal table's own
+    indexes (``model.split_indexes``)."""
+    names = {ix.name for ix in table.indexes}
+    return [(ix, history_index_name(str(ix.name))) for ix in table.indexes
+            if not ix.unique and history_index_name(str(ix.name)) in names]
 
 
 def _copy_shape(old: Table, *, add: Sequence[Column[Any]] = (), drop: str | None = None

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Result, Row, Select, Table, and_, event, false, inspect, or_, select
+from sqlalchemy import Result, Row, Select, Table, and_, false, inspect, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.orm.interfaces import UserDefinedOption
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
-from temporal import _compat, archival, archive_reads
+from temporal import _compat, archival, archive_reads, hooks
 from temporal.association import moment_parameters, reading_past_links
 from temporal.clock import aware
 from temporal.errors import UnsupportedError
@@ -108,7 +108,7 @@ _CURRENT = with_loader_criteria(
 )
 
 
-@event.listens_for(Session, "do_orm_execute")
+@hooks.on(Session, "do_orm_execute")
 def _read_in_time(state: ORMExecuteState) -> Result[Any] | None:
     if not state.is_select:
         return None
@@ -181,8 +181,8 @@ def _option_of(state: Any) -> AsOf | None:
     return AsOf(token.at) if isinstance(token, Slice) else None
 
 
-_compat.route_identity_lookups(_slice_of, is_slice_token)
-_compat.scope_collection_reads(_option_of)
+hooks.when_installed(lambda: _compat.route_identity_lookups(_slice_of, is_slice_token))
+hooks.when_installed(lambda: _compat.scope_collection_reads(_option_of))
 
 
 # -- periods -------------------------------------------------------------------
