@@ -10,6 +10,9 @@ medians over interleaved rounds, measured in this run:
 * 5,000 single-row ``UPDATE ... WHERE id = ?`` in one transaction, on a table of
   25,000 rows: versioned / plain (goal <= 2);
 * one set-based ``UPDATE`` of all 25,000 rows: versioned / plain (goal <= 3);
+* the same two without the no-overlap guard (``guard.py``'s GiST exclusion
+  constraint, which every versioned write pays, the library's too): what the
+  triggers themselves cost;
 * the same two on the anchors: the PostgreSQL ``periods`` extension (system
   versioning, a history table; when the extension is installed on the server)
   and MariaDB ``WITH SYSTEM VERSIONING`` (when ``--mariadb`` reaches a server;
@@ -34,7 +37,7 @@ import _scratch
 from sqlalchemy import String, create_engine, make_url, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from temporal import Temporal, triggers
+from temporal import Temporal, guard, triggers
 
 ROWS = 25_000
 SINGLE = 5_000
@@ -85,11 +88,13 @@ def pg_setup(url: str, variant: str) -> None:
         conn.exec_driver_sql("DROP EXTENSION IF EXISTS periods CASCADE")
         conn.exec_driver_sql("DROP SCHEMA public CASCADE")
         conn.exec_driver_sql("CREATE SCHEMA public")
-    if variant in ("versioned", "untriggered"):
+    if variant in ("versioned", "untriggered", "unguarded"):
         Base.metadata.create_all(engine)
-        if variant == "untriggered":
-            with engine.begin() as conn:
+        with engine.begin() as conn:
+            if variant == "untriggered":
                 triggers.remove(conn, "items")
+            if variant == "unguarded":  # the triggers' own cost, without the overlap guard's
+                guard.remove(conn, "items")
     else:
         PlainBase.metadata.create_all(engine)
     engine.dispose()
@@ -262,7 +267,8 @@ def main() -> None:
     with_periods = periods_available(url)
     try:
         for _ in range(args.rounds):  # interleaved, each on a fresh table
-            for variant in ("plain", "versioned", *(["periods"] if with_periods else [])):
+            for variant in ("plain", "versioned", "unguarded",
+                            *(["periods"] if with_periods else [])):
                 pg_setup(url, variant)
                 record(f"pg {variant} single", pg_single(url))
                 pg_setup(url, variant)
@@ -298,6 +304,10 @@ def main() -> None:
           "pg plain single", 2)
     ratio(f"raw set-based UPDATE of {ROWS:,} rows, temporal triggers / plain", "pg versioned set",
           "pg plain set", 3)
+    ratio("  the same without the no-overlap guard (issue 10's GiST), single-row",
+          "pg unguarded single", "pg plain single")
+    ratio("  the same without the no-overlap guard (issue 10's GiST), set-based",
+          "pg unguarded set", "pg plain set")
     if with_periods:
         ratio("  anchor: periods extension, single-row / plain", "pg periods single",
               "pg plain single")
