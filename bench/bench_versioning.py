@@ -1,14 +1,20 @@
-"""Versioned writes and reads against a plain table, on PostgreSQL.
+"""Versioned writes and reads against a plain table, on PostgreSQL (or SQLite).
 
     python bench/bench_versioning.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+    python bench/bench_versioning.py --sqlite [--only ORM]
 
 Prints each figure as a ratio against its baseline measured in the same run:
 
 * ORM load + change one column + commit of 5,000 rows: temporal / plain
   (target <= 1.5), and SQLAlchemy-Continuum / plain for comparison;
 * bulk ``update()`` of 50,000 rows: temporal / plain (target <= 3);
+* bulk ``delete()`` of 50,000 rows: temporal / plain (target <= 4);
+* 300 range scans on an indexed non-key column with 100x history:
+  temporal / plain (target <= 1.3), and as-of / current;
 * 3,000 point reads by key with 10x as much history as current data:
-  temporal / plain (target <= 1.15), and as-of / current (target <= 2).
+  temporal / plain (target <= 1.15), and as-of / current (target <= 2);
+* the plain model in a process that imported ``temporal`` / without
+  (target <= 1.03: importing the library must not slow plain models).
 
 Each variant runs in its own process, so a plain baseline never pays for the
 event hooks that ``temporal`` or Continuum install on every Session. Every run
@@ -19,26 +25,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 import _scratch
-from sqlalchemy import Engine, String, create_engine, select, text, update
+from sqlalchemy import Engine, String, create_engine, delete, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 ROWS_ORM = 5_000
 ROWS_BULK = 50_000
 ROWS_READ = 3_000
+ROWS_RANGE = 3_000
+RANGE_HISTORY = 100
 HISTORY_FACTOR = 10
 REPEAT = 5
 
 
-def models(variant: str) -> Any:
-    """The benchmark model for one variant (imports only what the variant needs)."""
+def models(variant: str, case: str = "") -> Any:
+    """The benchmark model for one variant (imports only what the variant needs).
+
+    ``plain+import`` is the plain model in a process that imported ``temporal``:
+    what the library costs models that do not use it.
+    """
+    if variant == "plain+import":
+        import temporal  # noqa: F401  (its event hooks are all the variant measures)
     if variant == "continuum":
         from sqlalchemy_continuum import make_versioned
 
@@ -61,7 +77,7 @@ def models(variant: str) -> Any:
         "__annotations__": {"id": Mapped[int], "name": Mapped[str], "value": Mapped[int]},
         "id": mapped_column(primary_key=True, autoincrement=False),
         "name": mapped_column(String(50)),
-        "value": mapped_column(),
+        "value": mapped_column(index="range_scan" in case),
         **extra,
     }
     item = type("Item", (*mixins, Base), namespace)
@@ -73,10 +89,50 @@ def models(variant: str) -> Any:
 
 
 def fresh(engine: Engine, base: Any) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
+    if engine.dialect.name == "sqlite":
+        base.metadata.drop_all(engine)
+        with engine.begin() as conn:
+            for name in ("temporal_tables", "temporal_alembic_version", "temporal_clock"):
+                conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
     base.metadata.create_all(engine)
+
+
+def fast_fill(engine: Engine, item: Any, rows: int, history: int = 0) -> None:
+    """``rows`` current rows (value = id) and ``history`` older versions of each, written
+    directly (the same rows for every variant; a plain table gets the current ones)."""
+    temporal = "created_at" in item.__table__.c
+    start = _epoch()
+    batch: list[dict[str, Any]] = []
+    rng = random.Random(3)
+    with engine.begin() as conn:
+        for i in range(rows):
+            if temporal:
+                for h in range(history):
+                    batch.append({"id": i, "name": f"item {i}", "value": rng.randrange(rows),
+                                  "created_at": start + _tick(h),
+                                  "expired_at": start + _tick(h + 1)})
+                batch.append({"id": i, "name": f"item {i}", "value": i,
+                              "created_at": start + _tick(history), "expired_at": None})
+            else:
+                batch.append({"id": i, "name": f"item {i}", "value": i})
+            if len(batch) >= 20_000:
+                conn.execute(item.__table__.insert(), batch)
+                batch = []
+        if batch:
+            conn.execute(item.__table__.insert(), batch)
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.commit()
+
+
+def _tick(n: int) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=n)
 
 
 def fill(engine: Engine, item: Any, rows: int) -> None:
@@ -120,6 +176,43 @@ def case_bulk_update(engine: Engine, base: Any, item: Any) -> float:
 
     run()
     return statistics.median(timed(run) for _ in range(3))
+
+
+def case_bulk_delete(engine: Engine, base: Any, item: Any) -> float:
+    times = []
+    for _ in range(3):
+        fresh(engine, base)
+        fast_fill(engine, item, ROWS_BULK)
+
+        def run() -> None:
+            with Session(engine) as s, s.begin():
+                s.execute(delete(item).where(item.id >= 0))
+
+        times.append(timed(run))
+    return statistics.median(times)
+
+
+def case_range_scan(engine: Engine, base: Any, item: Any, as_of_reads: bool = False) -> float:
+    """Range scans on the indexed ``value`` column (30 rows each), with 100x history."""
+    fresh(engine, base)
+    fast_fill(engine, item, ROWS_RANGE, history=RANGE_HISTORY)
+    rng = random.Random(11)
+    lows = [rng.randrange(ROWS_RANGE - 30) for _ in range(300)]
+    options: list[Any] = []
+    if as_of_reads:
+        from temporal import as_of
+
+        options = [as_of(_epoch() + _tick(RANGE_HISTORY) + _tick(1))]
+
+    def run() -> None:
+        with Session(engine) as s:
+            for low in lows:
+                found = s.scalars(select(item).where(item.value.between(low, low + 29))
+                                  .options(*options)).all()
+                assert len(found) == 30, len(found)
+
+    run()
+    return statistics.median(timed(run) for _ in range(REPEAT))
 
 
 def case_point_reads(engine: Engine, base: Any, item: Any, as_of_reads: bool = False) -> float:
@@ -172,6 +265,9 @@ def _epoch() -> Any:
 
 CASES = {
     "orm_update": case_orm_update,
+    "bulk_delete": case_bulk_delete,
+    "range_scan": case_range_scan,
+    "as_of_range_scan": lambda e, b, i: case_range_scan(e, b, i, as_of_reads=True),
     "bulk_update": case_bulk_update,
     "point_reads": case_point_reads,
     "as_of_point_reads": lambda e, b, i: case_point_reads(e, b, i, as_of_reads=True),
@@ -179,7 +275,7 @@ CASES = {
 
 
 def child(url: str, variant: str, case: str) -> None:
-    base, item = models(variant)
+    base, item = models(variant, case)
     engine = create_engine(url)
     seconds = CASES[case](engine, base, item)
     engine.dispose()
@@ -200,24 +296,41 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "CASE"))
     parser.add_argument("--skip-continuum", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per figure (median)")
+    parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
+    parser.add_argument("--only", nargs="*", help="figures whose label contains a word")
     args = parser.parse_args()
     if args.child:
         child(args.url, *args.child)
         return
-    url = _scratch.create(args.url, "temporal_bench")
+    scratch = f"temporal_bench_{os.getpid()}"
+    if args.sqlite:
+        folder = tempfile.mkdtemp()
+        url = f"sqlite:///{folder}/bench.db"
+    else:
+        url = _scratch.create(args.url, scratch)
     pairs = [
         (f"ORM load+change+commit, {ROWS_ORM:,} rows: temporal / plain",
-         ("temporal", "orm_update"), ("plain", "orm_update"), 1.5),
+         ("temporal", "orm_update"), ("plain", "orm_update"), 1.5 if args.sqlite else 1.4),
+        (f"ORM load+change+commit, {ROWS_ORM:,} rows: plain with temporal imported / plain",
+         ("plain+import", "orm_update"), ("plain", "orm_update"), 1.03),
         (f"bulk update(), {ROWS_BULK:,} rows: temporal / plain",
          ("temporal", "bulk_update"), ("plain", "bulk_update"), 3.0),
+        (f"bulk delete(), {ROWS_BULK:,} rows: temporal / plain",
+         ("temporal", "bulk_delete"), ("plain", "bulk_delete"), 4.0),
+        (f"300 range scans on an indexed column, {RANGE_HISTORY}x history: temporal / plain",
+         ("temporal", "range_scan"), ("plain", "range_scan"), 1.3),
+        ("300 range scans: as-of / current",
+         ("temporal", "as_of_range_scan"), ("temporal", "range_scan"), None),
         (f"{ROWS_READ:,} point reads, {HISTORY_FACTOR}x history: temporal / plain",
          ("temporal", "point_reads"), ("plain", "point_reads"), 1.15),
         (f"{ROWS_READ:,} point reads: as-of / current",
          ("temporal", "as_of_point_reads"), ("temporal", "point_reads"), 2.0),
     ]
-    if not args.skip_continuum:
+    if not args.skip_continuum and not args.sqlite:
         pairs.insert(1, (f"ORM load+change+commit, {ROWS_ORM:,} rows: Continuum / plain",
                          ("continuum", "orm_update"), ("plain", "orm_update"), None))
+    if args.only:
+        pairs = [p for p in pairs if any(word in p[0] for word in args.only)]
     # The machine is noisy: variant and baseline run back to back, several
     # rounds, and the median of the per-round ratios is reported.
     ratios: dict[str, list[float]] = {label: [] for label, *_ in pairs}
@@ -232,7 +345,8 @@ def main() -> None:
         verdict = "" if target is None else ("  ok" if ratio <= target else "  OVER")
         goal = "" if target is None else f" (target <= {target})"
         print(f"{label}: {ratio:.2f}x{spread}{goal}{verdict}")
-    _scratch.drop(args.url, "temporal_bench")
+    if not args.sqlite:
+        _scratch.drop(args.url, scratch)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ from temporal._version import VERSION
 from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
 from temporal.errors import (
     ConflictError,
+    ExportError,
     InvalidTimeError,
     ReadOnlyError,
     TemporalError,
     UnsupportedError,
 )
-from temporal.export import ExportError, export
+from temporal.export import export
 from temporal.manifest import Manifest, ManifestError
 from temporal.model import Temporal
 from temporal.query import as_of, history, period_predicate, valid_at, versions

@@ -159,7 +159,7 @@ def upgrade(source: str | Engine, revision: str = "head") -> str | None:
     from alembic import command
 
     with engine_for(source) as engine, engine.begin() as conn:
-        command.upgrade(alembic_config(conn), revision)
+        _alembic(command.upgrade, conn, revision)
         if current_revision(conn) == head_revision():
             found = list(_unregistered_temporal_tables(conn))
             overlapping = [o for name, key in found for o in guard.overlaps(conn, name, key)]
@@ -181,8 +181,21 @@ def downgrade(source: str | Engine, revision: str = "base") -> str | None:
     from alembic import command
 
     with engine_for(source) as engine, engine.begin() as conn:
-        command.downgrade(alembic_config(conn), revision)
+        _alembic(command.downgrade, conn, revision)
         return current_revision(conn)
+
+
+def _alembic(step: Any, conn: Connection, revision: str) -> None:
+    """Run an Alembic command; an unknown or unreachable revision is one clear error."""
+    from alembic.util.exc import CommandError
+
+    try:
+        step(alembic_config(conn), revision)
+    except CommandError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+        raise CatalogError(f"cannot move the catalog to revision {revision!r}: {first} "
+                           f"(the head is {head_revision()}; base removes the catalog)"
+                           ) from None
 
 
 def ensure(conn: Connection) -> None:

@@ -12,13 +12,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from temporal import archival, catalog
+from temporal import archival, catalog, signing
 from temporal._version import VERSION
 from temporal.clock import format_duration, parse_duration, parse_time
 from temporal.errors import TemporalError
@@ -28,6 +29,8 @@ from temporal.verification import verify
 DEFAULT_URL = "sqlite:///temporal.db"
 URL_ENV = "TEMPORAL_DATABASE_URL"
 
+# Plain click help: flags shown as flags, choices and defaults in the text,
+# examples kept as written; it also reads well in a pipe.
 app = typer.Typer(
     name="temporal",
     help="Time travel for ordinary SQL tables: versioned rows, as-of reads, "
@@ -35,13 +38,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", help=f"Database URL (default: ${URL_ENV}, else {DEFAULT_URL}).",
-                 show_default=False),
+    typer.Option("--url", metavar="URL", show_default=False,
+                 help=f"Database URL (default: ${URL_ENV}, else {DEFAULT_URL}); "
+                 "e.g. postgresql+psycopg://user@host/db."),
 ]
+
+
+class Format(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
 
 
 def database_url(url: str | None) -> str:
@@ -62,7 +73,7 @@ def _root(
     """Time travel for ordinary SQL tables."""
 
 
-@app.command("version")
+@app.command("version", epilog="Example: temporal version")
 def version_command() -> None:
     """Show the library, SQLAlchemy and Python versions."""
     import sqlalchemy
@@ -77,59 +88,86 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _progress() -> tuple[Callable[[Progress], None] | None, Callable[[], None]]:
-    """A rows and rows/s bar on a terminal; nothing in pipes."""
+    """On a terminal: rows done of the total, percent, rows/s and time left; nothing in pipes."""
     if not sys.stderr.isatty():
         return None, lambda: None
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.progress import Progress as Bar
-    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    bar = Bar(SpinnerColumn(), TextColumn("{task.description}"),
-              TextColumn("{task.completed:,} rows"), TextColumn("{task.fields[rate]}"),
-              TimeElapsedColumn(), transient=True, console=None)
+    bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+              MofNCompleteColumn(), TextColumn("rows"), TaskProgressColumn(),
+              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+              TextColumn("left"), TimeRemainingColumn(),
+              transient=True, console=Console(stderr=True))
     bar.start()
     tasks: dict[str, Any] = {}
     started: dict[str, float] = {}
-    last_report = [time.monotonic()]  # a table's clock starts when the one before it ended
 
     def report(p: Progress) -> None:
         now = time.monotonic()
         if p.table not in tasks:
-            tasks[p.table] = bar.add_task(p.table, total=None, rate="")
-            started[p.table] = last_report[0]
-        last_report[0] = now
+            tasks[p.table] = bar.add_task(p.table, total=p.total, rate="")
+            started[p.table] = now
         elapsed = max(now - started[p.table], 1e-3)
-        bar.update(tasks[p.table], completed=p.rows, rate=f"{p.rows / elapsed:,.0f} rows/s")
+        bar.update(tasks[p.table], completed=p.rows, total=p.total,
+                   rate=f"{p.rows / elapsed:,.0f} rows/s")
 
     return report, bar.stop
 
 
-@app.command("export")
+@app.command("export", epilog="Example: temporal export --as-of 2026-03-01 --table customers "
+             "--out train-2026-03 --url postgresql+psycopg://app@db/shop")
 def export_command(
-    as_of: Annotated[str, typer.Option("--as-of", help="The moment to export, ISO-8601 "
-                                       "(2026-03-01, 2026-03-01T12:00:00Z).")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory (new or empty).")],
-    table: Annotated[list[str] | None, typer.Option("--table", help="A temporal table to "
-                                                    "export; repeat for several.")] = None,
-    query: Annotated[str | None, typer.Option("--query", help="Read-only SQL to export "
-                                              "instead of tables.")] = None,
-    name: Annotated[str, typer.Option("--name", help="Folder name for --query output.")
-                    ] = "query",
-    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
-    force: Annotated[bool, typer.Option("--force", help="Empty a non-empty --out first.")
-                     ] = False,
-    wait: Annotated[str, typer.Option("--wait", help="How long to wait for writers that "
-                                      "could still commit before --as-of.")] = "30s",
+    as_of: Annotated[str, typer.Option("--as-of", metavar="TIME", help="The moment to export, "
+                                       "ISO-8601 (2026-03-01, 2026-03-01T12:00:00Z); UTC "
+                                       "unless it has an offset.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output directory: new, "
+                                      "empty, or a previous export with --force.")],
+    table: Annotated[list[str] | None, typer.Option("--table", metavar="NAME", help="A "
+                                                    "temporal table to export; repeat for "
+                                                    "several.")] = None,
+    query: Annotated[str | None, typer.Option("--query", metavar="SQL", help="One SELECT to "
+                                              "export instead of tables; temporal tables are "
+                                              "seen as of --as-of.")] = None,
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="Folder name for --query "
+                                      "output.")] = "query",
+    unversioned: Annotated[list[str] | None, typer.Option(
+        "--unversioned", metavar="NAME", help="A plain table or view --query may read as it "
+        "is now (recorded in the manifest); repeat for several.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="File format.")] = Format.csv,
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous export in --out "
+                                        "(never anything else).")] = False,
+    wait: Annotated[str, typer.Option("--wait", metavar="DURATION", help="How long to wait for "
+                                      "writers that could still commit before --as-of.")
+                    ] = "30s",
+    signing_key_file: Annotated[Path | None, typer.Option(
+        "--signing-key-file", metavar="FILE", help="Sign the manifest with the key in FILE "
+        "(HMAC-SHA256, written to manifest.sig).", show_default=False)] = None,
     url: UrlOption = None,
 ) -> None:
-    """Export tables as they were at --as-of, with a checksum manifest."""
+    """Export tables (or one SELECT) as they were at --as-of, with a checksum manifest."""
     if bool(table) == bool(query):
         fail("name tables with --table, or pass --query (not both)", 2)
+    if unversioned and not query:
+        fail("--unversioned applies to --query only", 2)
     moment = parse_time(as_of)
+    seconds = parse_duration(wait).total_seconds()
+    key = signing.read_key(signing_key_file) if signing_key_file is not None else None
     report, stop = _progress()
     try:
         manifest = export(database_url(url), out, as_of=moment, tables=table, query=query,
-                          name=name, format=fmt, force=force,
-                          wait=parse_duration(wait).total_seconds(), on_progress=report)
+                          name=name, format=fmt.value, force=force,
+                          unversioned=unversioned or (), signing_key=key,
+                          wait=seconds, on_progress=report)
     finally:
         stop()
     assert manifest.path is not None
@@ -138,31 +176,39 @@ def export_command(
                f"{manifest.path.parent} ({len(manifest.files)} files, content sha256 {digest})")
 
 
-@app.command("verify")
+@app.command("verify", epilog="Example: temporal verify train-2026-03 --url "
+             "postgresql+psycopg://app@db/shop")
 def verify_command(
-    manifest: Annotated[Path, typer.Argument(help="manifest.json, or its directory.")],
+    manifest: Annotated[Path, typer.Argument(metavar="MANIFEST", help="manifest.json, or its "
+                                             "directory.")],
     url: Annotated[str | None, typer.Option(
-        "--url", help="Also re-export from this database and compare "
+        "--url", metavar="URL", help="Also re-export from this database and compare "
         f"(or ${URL_ENV}).", show_default=False)] = None,
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", metavar="FILE", help="Require a manifest.sig made with the key in FILE.",
+        show_default=False)] = None,
 ) -> None:
-    """Check an export's files against its manifest (and, with --url, the database)."""
+    """Check every claim of an export: files, rows, content digest (and the database)."""
     source = url or os.environ.get(URL_ENV)
-    report = verify(manifest, source)
+    key = signing.read_key(key_file) if key_file is not None else None
+    report = verify(manifest, source, key=key)
     if report.ok:
         against = " and the database" if report.database_checked else ""
+        signed = ", signature valid" if report.signature_checked else ""
         typer.echo(f"ok: {report.files_checked} files, {report.rows:,} rows match the "
-                   f"manifest{against}")
+                   f"manifest{against}{signed}")
         return
     for problem in report.problems:
         typer.echo(f"mismatch: {problem}", err=True)
     raise typer.Exit(1)
 
 
-@app.command("history")
+@app.command("history", epilog="Example: temporal history --table customers --key 42")
 def history_command(
-    table: Annotated[str, typer.Option("--table", help="A temporal table.")],
-    key: Annotated[list[str], typer.Option("--key", help="The entity key; repeat the option "
-                                           "for each column of a composite key.")],
+    table: Annotated[str, typer.Option("--table", metavar="NAME", help="A temporal table.")],
+    key: Annotated[list[str], typer.Option("--key", metavar="VALUE", help="The entity key; "
+                                           "repeat the option for each column of a composite "
+                                           "key.")],
     url: UrlOption = None,
 ) -> None:
     """Print every version of one entity, oldest first."""
@@ -180,13 +226,14 @@ def history_command(
 
 
 db_app = typer.Typer(help="The catalog of temporal tables (its schema and what it holds).",
-                     no_args_is_help=True)
+                     no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", epilog="Example: temporal db upgrade --url postgresql+psycopg://app@db/shop")
 def db_upgrade_command(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(metavar="REVISION", help="Target revision.")
+                        ] = "head",
     url: UrlOption = None,
 ) -> None:
     """Create or upgrade the catalog tables; register temporal tables it does not list."""
@@ -194,10 +241,10 @@ def db_upgrade_command(
     typer.echo(f"catalog at revision {at}")
 
 
-@db_app.command("downgrade")
+@db_app.command("downgrade", epilog="Example: temporal db downgrade base")
 def db_downgrade_command(
-    revision: Annotated[str, typer.Argument(help="Target revision (base removes the "
-                                            "catalog).")],
+    revision: Annotated[str, typer.Argument(metavar="REVISION", help="Target revision "
+                                            "(base removes the catalog).")],
     url: UrlOption = None,
 ) -> None:
     """Take the catalog back to an earlier revision."""
@@ -205,7 +252,7 @@ def db_downgrade_command(
     typer.echo(f"catalog at revision {at or 'base (no catalog)'}")
 
 
-@db_app.command("status")
+@db_app.command("status", epilog="Example: temporal db status")
 def db_status_command(url: UrlOption = None) -> None:
     """The catalog's revision and every temporal table: key, TTL, rows, size, and whether
     the database versions raw writers on it (guarded)."""
@@ -244,11 +291,12 @@ def _size(size: int | None) -> str:
     return f"{size} B"
 
 
-@app.command("ttl")
+@app.command("ttl", epilog="Example: temporal ttl customers 90d")
 def ttl_command(
-    table: Annotated[str, typer.Argument(help="A registered temporal table.")],
-    ttl: Annotated[str | None, typer.Argument(help="How long history stays in the table "
-                                              "(90d, 12h); omit to show it.")] = None,
+    table: Annotated[str, typer.Argument(metavar="TABLE", help="A registered temporal table.")],
+    ttl: Annotated[str | None, typer.Argument(metavar="DURATION", help="How long history "
+                                              "stays in the table (90d, 12h); omit to show "
+                                              "it.")] = None,
     none: Annotated[bool, typer.Option("--none", help="Keep history forever (no TTL).")
                     ] = False,
     url: UrlOption = None,
@@ -268,18 +316,22 @@ def ttl_command(
 EXIT_BUSY = 75  # EX_TEMPFAIL: another archiver runs; try again later
 
 
-@app.command("archive")
+@app.command("archive", epilog="Example: temporal archive --every 1h --json")
 def archive_command(
-    table: Annotated[list[str] | None, typer.Option("--table", help="Only this registered "
-                                                    "table; repeat for several.")] = None,
-    ttl: Annotated[str | None, typer.Option("--ttl", help="Override every table's TTL "
+    table: Annotated[list[str] | None, typer.Option("--table", metavar="NAME", help="Only "
+                                                    "this registered table; repeat for "
+                                                    "several.")] = None,
+    ttl: Annotated[str | None, typer.Option("--ttl", metavar="DURATION", help="Override every "
+                                            "table's TTL "
                                             "(90d, 12h); also archives tables without one.")
                    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would move; move "
                                           "nothing.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Versions per "
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="Versions "
+                                            "per "
                                             "transaction.")] = archival.DEFAULT_BATCH_SIZE,
-    every: Annotated[str | None, typer.Option("--every", help="Keep running, once per this "
+    every: Annotated[str | None, typer.Option("--every", metavar="DURATION", help="Keep running, "
+                                              "once per this "
                                               "interval (1h); SIGTERM stops it cleanly.")
                      ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
@@ -297,6 +349,8 @@ def archive_command(
     interval = parse_duration(every).total_seconds() if every is not None else None
     if interval is not None and interval <= 0:
         fail("--every must be longer than 0s", 2)
+    if interval is not None and interval > threading.TIMEOUT_MAX:
+        fail(f"--every {every} is longer than this system can wait", 2)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -345,5 +399,21 @@ def main() -> None:
         sys.exit(1)
     except SQLAlchemyError as error:
         first = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        typer.echo(f"temporal: error: database error: {first}", err=True)
+        typer.echo(f"temporal: error: database error: {_masked(first)}", err=True)
         sys.exit(1)
+    except OSError as error:  # a file the command was told to read or write
+        where = f" {error.filename}" if error.filename else ""
+        typer.echo(f"temporal: error:{where}: {error.strerror or error}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("temporal: interrupted", err=True)
+        sys.exit(130)
+
+
+def _masked(message: str) -> str:
+    """A database message with the URL's password hidden, whichever URL was in use."""
+    from temporal.database import hide_secrets
+
+    url = next((a for i, a in enumerate(sys.argv) if i and sys.argv[i - 1] == "--url"), None)
+    url = url or os.environ.get(URL_ENV)
+    return hide_secrets(message, url) if url else message

@@ -66,10 +66,16 @@ def parse_time(text: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidTimeError(f"{text!r} is out of range once moved to UTC (years 1 to "
+                               "9999)") from None
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Long enough for any TTL, short enough that "now minus it" is still a date.
+LONGEST = timedelta(days=365_000)
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 
 
@@ -82,12 +88,18 @@ def parse_duration(text: str) -> timedelta:
             f"cannot read {text!r} as a duration; use a number and a unit "
             "(s, m, h, d, w), e.g. 90d, 12h, 30s"
         )
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds > LONGEST.total_seconds():
+        raise InvalidTimeError(f"{text!r} is too long a duration; the longest is "
+                               f"{LONGEST.days}d (1,000 years)")
+    return timedelta(seconds=seconds)
 
 
 def isoformat(moment: datetime) -> str:
-    """Canonical text for a moment: UTC, microseconds, ``Z`` suffix."""
-    return aware(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Canonical text for a moment: UTC, microseconds, ``Z`` suffix, a four-digit year."""
+    utc = aware(moment)
+    # strftime's %Y drops leading zeros on some platforms (year 1 as "1").
+    return f"{utc.year:04d}-" + utc.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 def format_duration(duration: timedelta) -> str:

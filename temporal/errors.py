@@ -29,3 +29,7 @@ class ReadOnlyError(TemporalError):
 
 class UnsupportedError(TemporalError):
     """An operation that would bypass or corrupt versioning."""
+
+
+class ExportError(TemporalError):
+    """An export that cannot be made as asked (unknown table, busy writers, bad output)."""

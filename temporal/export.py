@@ -25,7 +25,7 @@ split into parts of at most ``rows_per_file`` rows.
 from __future__ import annotations
 
 import hashlib
-import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,18 +33,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, exc, inspect, select, text
+from sqlalchemy import Connection, Engine, MetaData, Table, exc, func, select, text
 
-from temporal import _backend, pgcopy
+from temporal import _backend, outdir, pgcopy, sandbox, signing
 from temporal._version import VERSION
-from temporal.archival import all_versions, reads_archive_apart
-from temporal.catalog import ARCHIVE_SUFFIX, archive_name, temporal_shape
+from temporal.archival import all_versions
+from temporal.catalog import temporal_shape
 from temporal.clock import aware, isoformat
 from temporal.database import engine_for
-from temporal.errors import InvalidTimeError, TemporalError, UnsupportedError
+from temporal.errors import ExportError, InvalidTimeError, UnsupportedError
 from temporal.manifest import (
     CSV_ROWS,
     DIGEST_ROWS,
+    MANIFEST_NAME,
     FileEntry,
     Manifest,
     column_encoder,
@@ -72,16 +73,13 @@ PG_SETTINGS = {
 }
 
 
-class ExportError(TemporalError):
-    """An export that cannot be made as asked (unknown table, busy writers, bad output)."""
-
-
 @dataclass
 class Progress:
     """Reported after each batch of rows: ``on_progress(Progress)``."""
 
     table: str
     rows: int
+    total: int | None = None  # rows the table will have, when the snapshot knows it cheaply
 
 
 # -- reading -----------------------------------------------------------------------
@@ -95,6 +93,7 @@ class _Source:
     order_by: list[str]
     rows: Callable[[], Iterator[Sequence[Any]]]
     copy: str | None = None  # PostgreSQL: a query of canonical text for COPY
+    count: Callable[[], int] | None = None  # for progress: the rows to come
 
 
 def _temporal_table(conn: Connection, name: str) -> Table:
@@ -125,12 +124,18 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     def rows() -> Iterator[Sequence[Any]]:
         yield from conn.execute(stmt, execution_options=_STREAM)
 
+    def count() -> int:
+        # Only asked for a progress bar on a terminal: one index-friendly pass.
+        counted = select(func.count()).select_from(versions).where(valid_at(versions, at))
+        return int(conn.execute(counted).scalar_one())
+
     copy = pgcopy.copy_query(conn, name, data, [*key, *rest], at) \
         if dialect.name == "postgresql" else None
     return _Source(
         name=name, columns=[c.name for c in data],
         types=[c.type.compile(dialect=dialect) for c in data],
         order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, copy=copy,
+        count=count,
     )
 
 
@@ -161,62 +166,26 @@ def table_history(source: str | Engine, name: str, key: Sequence[str]
     return [c.name for c in table.c], rows
 
 
-def _query_source(conn: Connection, name: str, query: str, dialect: str) -> _Source:
-    """A read-only query, its rows sorted by every output column."""
-    body = query.strip().rstrip(";").strip()
-    if not body:
-        raise ExportError("the query is empty")
-    # No bind parameters here: the text goes to the driver as written ('%' escaped
-    # for psycopg's placeholder syntax).
-    wrap = f"SELECT * FROM ({body}) AS temporal_query"
-
-    def escape(sql: str) -> str:
-        return sql.replace("%", "%%") if dialect == "postgresql" else sql
-
-    try:
-        columns = list(conn.exec_driver_sql(escape(wrap + " LIMIT 0")).keys())
-    except exc.DBAPIError as error:
-        raise ExportError(f"the query failed: {_first_line(error)}") from None
-    ordered = wrap + " ORDER BY " + ", ".join(str(i) for i in range(1, len(columns) + 1))
+def _query_source(snapshot: _Snapshot, name: str) -> _Source:
+    """The sandboxed query's rows, sorted by every output column."""
+    checked = snapshot.query
+    assert checked is not None
+    conn = snapshot.conn
 
     def rows() -> Iterator[Sequence[Any]]:
         try:
-            yield from conn.exec_driver_sql(escape(ordered), execution_options=_STREAM)
-        except exc.DBAPIError as error:
-            raise ExportError(f"the query failed: {_first_line(error)}") from None
+            if checked.raw_cursor:  # SQLite: the driver runs the text as written
+                cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    checked.sql)
+                while batch := cursor.fetchmany(FETCH_ROWS):
+                    yield from batch
+            else:  # PostgreSQL: a statement the library wrote, over the checked view
+                yield from conn.exec_driver_sql(checked.sql, execution_options=_STREAM)
+        except (exc.DBAPIError, sqlite3.Error) as error:
+            raise sandbox.run_error(error, snapshot.guard) from None
 
-    return _Source(name=name, columns=columns, types=["" for _ in columns],
-                   order_by=columns, rows=rows)
-
-
-def _first_line(error: exc.DBAPIError) -> str:
-    return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-
-
-def _shadow_tables(conn: Connection, at: datetime, dialect: str) -> None:
-    """Temporary views named like every temporal table, showing it as of ``at``.
-
-    Unqualified table names in a query then read the past; the timestamp is
-    rendered by the library from a datetime, identifiers are quoted.
-    """
-    quote = conn.dialect.identifier_preparer.quote
-    inspector = inspect(conn)
-    schema = inspector.default_schema_name or "main"
-    valid = "WHERE " + _backend.valid_at_text(dialect, at)
-    names = inspector.get_table_names()
-    for name in names:
-        if name.endswith(ARCHIVE_SUFFIX) and name[:-len(ARCHIVE_SUFFIX)] in names:
-            continue  # read through its table's view
-        try:
-            table = _temporal_table(conn, name)
-        except ExportError:
-            continue
-        data = ", ".join(quote(c.name) for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT))
-        sources = [f"{quote(schema)}.{quote(name)}"]  # on PostgreSQL, archive included
-        if reads_archive_apart(conn, name):
-            sources.append(f"{quote(schema)}.{quote(archive_name(name))}")
-        body = " UNION ALL ".join(f"SELECT {data} FROM {source} {valid}" for source in sources)
-        conn.exec_driver_sql(f"CREATE TEMP VIEW {quote(name)} AS {body}")
+    return _Source(name=name, columns=checked.columns, types=["" for _ in checked.columns],
+                   order_by=checked.columns, rows=rows)
 
 
 @dataclass
@@ -224,27 +193,30 @@ class _Snapshot:
     conn: Connection
     dialect: str
     settings: dict[str, str] = field(default_factory=dict)
-    shadowed: bool = False
+    query: sandbox.Sandboxed | None = None
+    guard: Any = None  # SQLite: the authorizer, whose refusal explains a failed read
 
     def close(self) -> None:
         try:
-            self.conn.rollback()
-            if self.shadowed and self.dialect == "postgresql":
+            if self.guard is not None:
+                sandbox.sqlite_release(self.conn)
+            self.conn.rollback()  # SQLite: drops the as-of views made in this transaction
+            if self.query is not None and self.dialect == "postgresql":
                 self.conn.exec_driver_sql("DISCARD TEMP")
                 self.conn.commit()
-            elif self.shadowed:
+            elif self.query is not None:
                 self.conn.exec_driver_sql("PRAGMA query_only = 0")
                 self.conn.commit()
         finally:
             self.conn.close()
 
 
-def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = False
-                   ) -> _Snapshot:
+def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None = None,
+                   unversioned: Sequence[str] = ()) -> _Snapshot:
     """A read transaction in which no version stamped at or before ``at`` can still appear.
 
-    With ``shadow``, temporal tables are replaced by as-of views and the
-    transaction cannot write.
+    With ``query``, temporal tables are replaced by as-of views, the query is
+    checked by the sandbox, and the transaction cannot write.
     """
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -256,15 +228,24 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = Fal
                                        "written yet")
             _wait_for_writers(conn, at, wait)
         conn = engine.connect()
-        if shadow:  # temp views outlive this commit; the read-only snapshot comes next
-            _shadow_tables(conn, at, dialect)
-            conn.commit()
+        checked = None
+        if query is not None:  # temp views outlive this commit; the read-only snapshot is next
+            try:
+                shadows = sandbox.shadow_tables(conn, at)
+                checked = sandbox.pg_prepare(conn, query, shadows, unversioned)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                conn.exec_driver_sql("DISCARD TEMP")
+                conn.commit()
+                conn.close()
+                raise
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn.begin()
         conn.execute(text("SET TRANSACTION READ ONLY"))
         for name, value in PG_SETTINGS.items():
             conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
-        return _Snapshot(conn, dialect, dict(PG_SETTINGS), shadowed=shadow)
+        return _Snapshot(conn, dialect, dict(PG_SETTINGS), query=checked)
     if dialect != "sqlite":
         raise UnsupportedError(f"exports support PostgreSQL and SQLite, not {dialect!r}")
     from temporal import clock
@@ -280,10 +261,18 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, shadow: bool = Fal
         conn.close()
         raise ExportError(f"a writer held the database for more than {wait:g}s; an export "
                           "as of now must wait for it: retry, or raise the wait") from None
-    if shadow:
-        _shadow_tables(conn, at, dialect)
-        conn.exec_driver_sql("PRAGMA query_only = 1")
-    return _Snapshot(conn, dialect, shadowed=shadow)
+    snapshot = _Snapshot(conn, dialect)
+    if query is not None:
+        try:
+            shadows = sandbox.shadow_tables(conn, at)
+            conn.exec_driver_sql("PRAGMA query_only = 1")
+            snapshot.query = sandbox.Sandboxed("", [])  # so close() resets query_only
+            snapshot.query, snapshot.guard = sandbox.sqlite_prepare(conn, query, shadows,
+                                                                    unversioned)
+        except BaseException:
+            snapshot.close()
+            raise
+    return snapshot
 
 
 def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
@@ -402,6 +391,9 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
         entries.append(FileEntry(path=path.relative_to(out_dir).as_posix(), table=source.name,
                                  rows=in_part, bytes=size, sha256=sha))
 
+    expected = source.count() if plan.on_progress is not None and source.count else None
+    if plan.on_progress is not None:
+        plan.on_progress(Progress(source.name, 0, expected))
     for batch, digested in _batches(source, plan, conn):
         table_digest.update(digested)
         digest.update(digested)
@@ -418,13 +410,13 @@ def _write_table(source: _Source, out_dir: Path, plan: ExportPlan, digest: Any,
                 current = None
         total += len(batch)
         if plan.on_progress is not None:
-            plan.on_progress(Progress(source.name, total))
+            plan.on_progress(Progress(source.name, total, expected))
     if current is None and not entries:  # an empty table still gets its (header-only) file
         current = start()
     if current is not None:
         finish(current)
     if plan.on_progress is not None:
-        plan.on_progress(Progress(source.name, total))
+        plan.on_progress(Progress(source.name, total, expected))
     return entries, table_digest.hexdigest()
 
 
@@ -441,17 +433,22 @@ def export(
     name: str = "query",
     format: str = "csv",
     force: bool = False,
+    unversioned: Sequence[str] = (),
+    signing_key: bytes | None = None,
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Manifest:
     """Export ``tables`` (or a read-only ``query``) as of ``as_of``; return the manifest.
 
-    In ``query``, every temporal table is seen as of ``as_of`` (refer to tables
-    without a schema); its rows go to ``out_dir/<name>/``, sorted by every
-    column. ``out_dir`` must be empty or missing unless ``force``. ``wait``
-    bounds, in seconds, how long to wait for writers that could still commit a
-    version as of ``as_of``.
+    In ``query`` (one SELECT, checked by :mod:`temporal.sandbox`), every
+    temporal table is seen as of ``as_of``; a plain table or view may be read
+    only if named in ``unversioned`` (recorded in the manifest). Its rows go to
+    ``out_dir/<name>/``, sorted by every column. ``out_dir`` must be new or
+    empty, or hold a previous export and ``force`` be given. ``wait`` bounds,
+    in seconds, how long to wait for writers that could still commit a version
+    as of ``as_of``. With ``signing_key``, ``manifest.sig`` proves the manifest
+    came from whoever holds the key (see :mod:`temporal.signing`).
     """
     at = aware(as_of, what="as_of")
     if format not in FORMATS:
@@ -460,10 +457,15 @@ def export(
         raise ExportError("export either tables or a query (exactly one of them)")
     if tables and len(set(tables)) != len(tables):
         raise ExportError("a table is named twice")
+    if unversioned and query is None:
+        raise ExportError("unversioned tables can be read only by a query")
     if query is not None and not name.replace("_", "").replace("-", "").isalnum():
         raise ExportError(f"the query's name {name!r} must be letters, digits, - and _")
+    if rows_per_file < 1:
+        raise ExportError("rows_per_file must be at least 1")
     plan = ExportPlan(at=at, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
-                 on_progress=on_progress)
+                      on_progress=on_progress, unversioned=tuple(unversioned),
+                      signing_key=signing_key)
     return run_export(source, Path(out_dir), plan, tables=tables, name=name, wait=wait)
 
 
@@ -479,29 +481,44 @@ class ExportPlan:
     on_progress: Callable[[Progress], None] | None = None
     digest: str = CSV_ROWS  # verify re-exports with the algorithm its manifest names
     copy: bool = True  # PostgreSQL CSV through COPY where every column allows it
+    unversioned: tuple[str, ...] = ()
+    signing_key: bytes | None = field(default=None, repr=False)
 
 
 def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,
                name: str, wait: float) -> Manifest:
-    _check_out_dir(out, plan.force)
     if plan.digest not in DIGEST_ROWS:
         raise ExportError(f"unknown content digest algorithm {plan.digest!r}")
     with engine_for(source) as engine:
-        snapshot = _open_snapshot(engine, plan.at, wait, shadow=plan.query is not None)
+        protect = _database_files(engine)
+        outdir.check(out, plan.force, protect)  # refuse before any work
+        snapshot = _open_snapshot(engine, plan.at, wait, plan.query, plan.unversioned)
         try:
             if plan.query is not None:
-                sources = [_query_source(snapshot.conn, name, plan.query, snapshot.dialect)]
+                sources = [_query_source(snapshot, name)]
             else:
                 sources = [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
-            return _export_in(snapshot, out, sources, plan)
+            with outdir.staging(out, plan.force, protect) as partial:
+                manifest = _export_in(snapshot, partial, sources, plan)
+                if plan.signing_key is not None:
+                    signing.sign(partial / MANIFEST_NAME, plan.signing_key)
+            manifest.path = out / MANIFEST_NAME
+            return manifest
         finally:
             snapshot.close()
+
+
+def _database_files(engine: Engine) -> list[Path]:
+    """The files of a SQLite database (an export must never replace them)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return []
+    return [Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
 
 
 def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan
                ) -> Manifest:
     conn = snapshot.conn
-    _make_out_dir(out, plan.force)  # only now: a refused export leaves nothing behind
     digest = hashlib.sha256()
     files: list[FileEntry] = []
     per_table: dict[str, str] = {}
@@ -524,6 +541,7 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
         database={"dialect": snapshot.dialect,
                   "server_version": ".".join(str(p) for p in server)},
         settings=snapshot.settings,
+        unversioned=list(snapshot.query.unversioned) if snapshot.query is not None else [],
     )
     manifest.write(out)
     return manifest
@@ -536,18 +554,3 @@ def _library_versions(fmt: str) -> dict[str, str]:
 
         versions["pyarrow"] = pyarrow.__version__
     return versions
-
-
-def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} is not empty; choose another directory or pass --force")
-
-
-def _make_out_dir(out: Path, force: bool) -> None:
-    _check_out_dir(out, force)
-    if out.exists():
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    out.mkdir(parents=True, exist_ok=True)

@@ -163,6 +163,8 @@ class Manifest:
     library: dict[str, str]
     database: dict[str, str]
     settings: dict[str, str]
+    # Plain tables or views a query read as they were at export time (not reproducible).
+    unversioned: list[str] = field(default_factory=list)
     path: Path | None = field(default=None, compare=False)
 
     def body(self) -> dict[str, Any]:
@@ -171,6 +173,7 @@ class Manifest:
             "as_of": self.as_of,
             "tables": self.tables,
             "query": self.query,
+            "unversioned": self.unversioned,
             "format": self.format,
             "writer": self.writer,
             "schema": self.schema,
@@ -233,7 +236,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
             tables=body["tables"], query=body["query"], schema=body["schema"],
             order_by=body["order_by"], files=[FileEntry(**f) for f in body["files"]],
             content_digest=body["content_digest"], library=body["library"],
-            database=body["database"], settings=body["settings"], path=path,
+            database=body["database"], settings=body["settings"],
+            unversioned=body.get("unversioned", []), path=path,
         )
     except (KeyError, TypeError) as error:
         raise ManifestError(f"{path} is missing or mangles a key ({error})") from None
@@ -261,6 +265,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "as_of": {"type": "string", "description": "ISO-8601 UTC, microseconds, Z"},
         "tables": {"type": "array", "items": {"type": "string"}},
         "query": {"type": ["string", "null"]},
+        "unversioned": {"type": "array", "items": {"type": "string"}, "description":
+                        "plain tables or views the query read as they were at export time"},
         "format": {"enum": ["csv", "jsonl", "parquet"]},
         "writer": {"type": "object"},
         "schema": {"type": "object", "additionalProperties": {

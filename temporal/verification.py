@@ -1,25 +1,58 @@
-"""Proving an export: its files against the manifest, and the manifest against the database.
+"""Proving an export: every claim of its manifest, against the files and the database.
 
 ``verify`` never raises for a mismatch; it returns a report listing every
-problem (a missing file, a changed size or checksum, data whose history was
-changed after the export). A manifest that was altered or cannot be read
-raises :class:`~temporal.ManifestError`. ``load`` verifies first, then reads
-an exported table into pandas or pyarrow, which is what a training script
-does next.
+problem, each naming the side to blame:
+
+* **the files**: a listed file missing, or its size or sha256 changed;
+  a file in the folder that the manifest does not list;
+* **the manifest**: a path outside the export folder (absolute, ``..``, or a
+  symlink out), or a claim its own, checksum-intact files contradict - the
+  rows of a file, the header or keys against the schema, the content digest
+  per table and overall, each recomputed from the files through the canonical
+  encoding (``temporal.manifest``). Such a manifest was edited and its
+  ``manifest_sha256`` recomputed; a signature (``temporal.signing``) proves who
+  wrote it;
+* **the database** (with ``source``): a fresh re-export as of the same moment
+  differs from files that still match their manifest - history was changed
+  after the export. When the database agrees with the files but not with the
+  manifest, the manifest is blamed, not the database.
+
+A manifest that cannot be read or fails its own checksum raises
+:class:`~temporal.ManifestError`. ``load`` verifies first, then reads an
+exported table into pandas or pyarrow, which is what a training script does
+next.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
-from temporal.export import ROWS_PER_FILE, ExportError, ExportPlan, run_export
-from temporal.manifest import CSV_ROWS, ManifestError, file_sha256, read_manifest
+from temporal import signing
+from temporal.clock import parse_time
+from temporal.errors import ExportError, TemporalError
+from temporal.export import ROWS_PER_FILE, ExportPlan, run_export
+from temporal.manifest import (
+    CSV_ROWS,
+    DIGEST_ROWS,
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    canonical,
+    file_sha256,
+    read_manifest,
+)
+from temporal.signing import SIGNATURE_NAME
 
 
 @dataclass
@@ -30,6 +63,7 @@ class VerifyReport:
     files_checked: int = 0
     rows: int = 0
     database_checked: bool = False
+    signature_checked: bool = False
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -37,53 +71,259 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(manifest: str | Path, source: str | Engine | None = None) -> VerifyReport:
+def verify(manifest: str | Path, source: str | Engine | None = None, *,
+           key: bytes | None = None) -> VerifyReport:
     """Check an export against its manifest; with ``source``, re-export and compare.
 
-    Never raises for a mismatch: the report lists every problem found. A
-    manifest that cannot be read or was altered raises ManifestError.
+    With ``key``, the manifest must also carry a valid signature made with it
+    (``manifest.sig``). Never raises for a mismatch: the report lists every
+    problem found. A manifest that cannot be read or was altered raises
+    ManifestError.
     """
     loaded = read_manifest(manifest)
     assert loaded.path is not None
     report = VerifyReport(manifest=loaded.path, rows=loaded.rows)
     root = loaded.path.parent
+    if key is not None:
+        report.signature_checked = True
+        problem = signing.check(loaded.path, key)
+        if problem:
+            report.problems.append(f"signature: {problem}")
+    intact: dict[str, bool] = {}  # per table: every file matches its checksum
+    actual: dict[str, str] = {}  # each readable file's real sha256
     for entry in loaded.files:
-        path = root / entry.path
-        if not path.is_file():
-            report.problems.append(f"{entry.path}: missing")
-            continue
-        sha, size = file_sha256(path)
-        report.files_checked += 1
-        if size != entry.bytes:
-            report.problems.append(f"{entry.path}: {size} bytes, manifest says {entry.bytes}")
-        elif sha != entry.sha256:
-            report.problems.append(f"{entry.path}: sha256 differs from the manifest")
+        ok = _check_file(root, entry, report, actual)
+        intact[entry.table] = intact.get(entry.table, True) and ok
+    _report_unlisted(root, loaded, report)
+    from_files = _recompute(root, loaded, intact, report)
     if source is not None:
-        report.database_checked = True
-        with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
-            try:
-                plan = ExportPlan(
-                    at=datetime.fromisoformat(loaded.as_of.replace("Z", "+00:00")),
-                    query=loaded.query, fmt=loaded.format,
-                    rows_per_file=loaded.writer.get("rows_per_file", ROWS_PER_FILE),
-                    digest=loaded.content_digest.get("algorithm", CSV_ROWS))
-                fresh = run_export(source, Path(tmp), plan, tables=loaded.tables or None,
-                                   name=next(iter(loaded.schema), "query"), wait=30.0)
-            except ExportError as error:
-                report.problems.append(f"database: {error}")
-                return report
-            for key, value in loaded.content_digest.items():
-                if fresh.content_digest.get(key) != value:
-                    what = "all tables" if key == "all" else key.removeprefix("table:")
-                    report.problems.append(
-                        f"database: the data as of {loaded.as_of} differs from the export "
-                        f"({what}); history was changed after the export")
-            theirs = {f.path: f.sha256 for f in fresh.files}
-            for entry in loaded.files:
-                if theirs.get(entry.path) != entry.sha256 and not any(
-                        "differs from the export" in p for p in report.problems):
-                    report.problems.append(f"database: re-export of {entry.path} differs")
+        _check_database(loaded, source, from_files, actual, report)
     return report
+
+
+def _confined(root: Path, relative: str) -> Path | None:
+    """The file a manifest path names, or None if it points outside the export folder."""
+    parts = Path(relative)
+    if not relative or parts.is_absolute() or ".." in parts.parts or "\\" in relative:
+        return None
+    path = root / parts
+    real_root = root.resolve()
+    resolved = path.resolve()
+    if resolved != real_root and real_root not in resolved.parents:
+        return None
+    return path
+
+
+def _check_file(root: Path, entry: FileEntry, report: VerifyReport, actual: dict[str, str]
+                ) -> bool:
+    path = _confined(root, entry.path)
+    if path is None:
+        report.problems.append(f"manifest: the path {entry.path!r} points outside the export "
+                               "folder; refusing to read it")
+        return False
+    if not path.is_file():
+        report.problems.append(f"{entry.path}: missing")
+        return False
+    sha, size = file_sha256(path)
+    actual[entry.path] = sha
+    report.files_checked += 1
+    if size != entry.bytes:
+        report.problems.append(f"{entry.path}: {size} bytes, manifest says {entry.bytes}")
+        return False
+    if sha != entry.sha256:
+        report.problems.append(f"{entry.path}: sha256 differs from the manifest")
+        return False
+    return True
+
+
+def _report_unlisted(root: Path, loaded: Manifest, report: VerifyReport) -> None:
+    listed = {Path(f.path) for f in loaded.files} | {Path(MANIFEST_NAME), Path(SIGNATURE_NAME)}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        here = Path(folder).relative_to(root)
+        for name in sorted(files) + sorted(d for d in dirs if (Path(folder) / d).is_symlink()):
+            if here / name not in listed:
+                report.problems.append(f"{(here / name).as_posix()}: not listed in the "
+                                       "manifest")
+
+
+def _recompute(root: Path, loaded: Manifest, intact: dict[str, bool], report: VerifyReport
+               ) -> dict[str, str] | None:
+    """Rows and content digests from the files; a problem for every claim they contradict.
+
+    Returns the digests the files give (``all`` and ``table:NAME``), or None
+    when some file could not be read.
+    """
+    algorithm = loaded.content_digest.get("algorithm", CSV_ROWS)
+    digest_row = DIGEST_ROWS.get(algorithm)
+    if digest_row is None:
+        report.problems.append(f"manifest: unknown content digest algorithm {algorithm!r}")
+        return None
+    overall = hashlib.sha256()
+    tables: dict[str, Any] = {}
+    complete = True
+    for entry in loaded.files:
+        path = _confined(root, entry.path)
+        if path is None or not path.is_file():
+            complete = False
+            continue
+        columns = [c["name"] for c in loaded.schema.get(entry.table, [])]
+        table_digest = tables.setdefault(entry.table, hashlib.sha256())
+        rows = 0
+        try:
+            for values in _canonical_rows(path, loaded.format, columns):
+                line = digest_row(values)
+                overall.update(line)
+                table_digest.update(line)
+                rows += 1
+        except (ValueError, OSError, TemporalError) as error:
+            blame = "manifest" if intact.get(entry.table) else entry.path
+            report.problems.append(f"{blame}: {entry.path} does not read as the manifest "
+                                   f"describes it ({error})")
+            complete = False
+            continue
+        if rows != entry.rows and intact.get(entry.table):
+            report.problems.append(f"manifest: claims {entry.rows:,} rows for {entry.path}; "
+                                   f"the file holds {rows:,}")
+    if not complete:
+        return None
+    found = {"all": overall.hexdigest(),
+             **{f"table:{name}": d.hexdigest() for name, d in tables.items()}}
+    for name in loaded.schema:
+        found.setdefault(f"table:{name}", hashlib.sha256().hexdigest())
+    every_file_intact = all(intact.values())
+    for claim, value in loaded.content_digest.items():
+        if claim == "algorithm":
+            continue
+        table = claim.removeprefix("table:")
+        trusted = every_file_intact if claim == "all" else intact.get(table, True)
+        if found.get(claim) != value and trusted:
+            what = "all tables" if claim == "all" else table
+            report.problems.append(f"manifest: its content digest for {what} does not match "
+                                   "the rows of its own files (the manifest was edited)")
+    return found
+
+
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"', re.DOTALL)
+
+
+def _csv_fields(record: str) -> list[str | None]:
+    """One record of the canonical CSV: NULL is an empty field, every value is quoted."""
+    values: list[str | None] = []
+    pos, end = 0, len(record) - 1  # the record ends in its newline
+    while True:
+        if record.startswith('"', pos):
+            match = _QUOTED.match(record, pos)
+            if match is None:
+                raise ValueError("an unterminated quoted field")
+            values.append(match.group(1).replace('""', '"'))
+            pos = match.end()
+        else:
+            values.append(None)
+        if pos == end and record[pos] == "\n":
+            return values
+        if record[pos] != ",":
+            raise ValueError(f"an unquoted value near {record[pos:pos + 20]!r}")
+        pos += 1
+
+
+def _csv_records(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        pending = ""
+        for line in handle:
+            pending += line
+            if pending.count('"') % 2 == 0:  # a quoted newline keeps the record open
+                if not pending.endswith("\n"):
+                    raise ValueError("the last record has no newline")
+                yield pending
+                pending = ""
+        if pending:
+            raise ValueError("the file ends inside a quoted value")
+
+
+def _canonical_rows(path: Path, fmt: str, columns: list[str]) -> Iterator[list[str | None]]:
+    """Each row of an exported file as canonical values (the content digest's input)."""
+    if fmt == "csv":
+        records = _csv_records(path)
+        header = next(records, None)
+        if header is None or _csv_fields(header) != columns:
+            raise ValueError("its header is not the schema's columns")
+        for record in records:
+            values = _csv_fields(record)
+            if len(values) != len(columns):
+                raise ValueError(f"a row has {len(values)} values for {len(columns)} columns")
+            yield values
+    elif fmt == "jsonl":
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                if not isinstance(row, dict) or list(row) != columns:
+                    raise ValueError("a line's keys are not the schema's columns")
+                yield [canonical(v) for v in row.values()]
+    elif fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("reading parquet needs pyarrow") from None
+        data = pq.read_table(path)
+        if data.column_names != columns:
+            raise ValueError("its columns are not the schema's")
+        for batch in data.to_batches():
+            lists = [column.to_pylist() for column in batch.columns]
+            for i in range(batch.num_rows):
+                yield [canonical(values[i]) for values in lists]
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+def _check_database(loaded: Manifest, source: str | Engine, from_files: dict[str, str] | None,
+                    actual: dict[str, str], report: VerifyReport) -> None:
+    report.database_checked = True
+    try:
+        at = parse_time(loaded.as_of)
+    except TemporalError:
+        report.problems.append(f"manifest: as_of {loaded.as_of!r} is not a valid time")
+        return
+    with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
+        try:
+            plan = ExportPlan(
+                at=at, query=loaded.query, fmt=loaded.format,
+                rows_per_file=loaded.writer.get("rows_per_file", ROWS_PER_FILE),
+                digest=loaded.content_digest.get("algorithm", CSV_ROWS),
+                unversioned=tuple(loaded.unversioned))
+            fresh = run_export(source, Path(tmp) / "again", plan,
+                               tables=loaded.tables or None,
+                               name=next(iter(loaded.schema), "query"), wait=30.0)
+        except ExportError as error:
+            report.problems.append(f"database: {error}")
+            return
+    blamed = False
+    for claim, value in loaded.content_digest.items():
+        if claim == "algorithm" or fresh.content_digest.get(claim) == value:
+            continue
+        what = "all tables" if claim == "all" else claim.removeprefix("table:")
+        files_say = from_files.get(claim) if from_files is not None else None
+        if files_say is not None and files_say == fresh.content_digest.get(claim):
+            report.problems.append(
+                f"manifest: the database and the files agree on {what}, the manifest does not "
+                "(the manifest was edited)")
+        elif files_say == value:
+            report.problems.append(
+                f"database: the data as of {loaded.as_of} differs from the export ({what}); "
+                "history was changed after the export")
+        else:
+            report.problems.append(
+                f"database: the data as of {loaded.as_of} differs from the export ({what}), "
+                "and the files no longer match the manifest")
+        blamed = True
+    theirs = {f.path: f.sha256 for f in fresh.files}
+    for entry in loaded.files:
+        if theirs.get(entry.path) == entry.sha256:
+            continue
+        if actual.get(entry.path) is not None and theirs.get(entry.path) == actual[entry.path]:
+            report.problems.append(f"manifest: the database re-exports {entry.path} exactly as "
+                                   "the file is; the manifest's checksum for it was edited")
+        elif not blamed:
+            report.problems.append(f"database: re-export of {entry.path} differs")
 
 
 def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None) -> Any:

@@ -25,6 +25,8 @@ the next pass; anything else means a concurrent writer got there first, and
 
 from __future__ import annotations
 
+import json
+import math
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -221,7 +223,7 @@ def _insert_next_versions(
     for names, sql, group in _groups(olds):
         columns = [*match, *(table.c[n] for n in names)]
         rows = [(*key, *(olds[key][n] for n in names)) for key in group]
-        for source in _row_sources(columns, rows, tx.dialect):
+        for source in _row_sources(columns, rows, conn.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
             new_value.update(sql)
             chosen = next_version(table, tx.stamp, new_value, lambda col: col)
@@ -269,32 +271,63 @@ def next_version(table: Table, stamp: datetime, new: dict[str, Any],
 
 
 def _row_sources(
-    columns: list[Column[Any]], rows: list[tuple[Any, ...]], dialect: str
+    columns: list[Column[Any]], rows: list[tuple[Any, ...]], dialect: Any
 ) -> Iterator[Any]:
     """``rows`` as a FROM-able source with columns s0, s1, ... typed like ``columns``.
 
     PostgreSQL: one ``unnest`` of one array per column (a bind per column, one
-    cached plan); array-typed columns (which unnest would flatten) and SQLite
-    get ``VALUES`` lists, in chunks below the bind-parameter limits.
+    cached plan); array-typed columns (which unnest would flatten) get ``VALUES``
+    lists. SQLite: the rows, bound by their columns' types in Python, as one JSON
+    text read back with ``json_each``: one bind parameter and one cached statement
+    whatever the number of rows (a VALUES list of thousands of binds is compiled
+    anew each time); values JSON cannot carry exactly (bytes, NaN) get VALUES.
     """
     names = [f"s{i}" for i in range(len(columns))]
-    if dialect == "postgresql" and not any(isinstance(c.type, sqltypes.ARRAY) for c in columns):
+    if dialect.name == "postgresql" and not any(
+            isinstance(c.type, sqltypes.ARRAY) for c in columns):
         arrays = [bindparam(None, [r[i] for r in rows], type_=postgresql.ARRAY(c.type))
                   for i, c in enumerate(columns)]
         yield func.unnest(*arrays).table_valued(*names).render_derived(name="temporal_next")
         return
+    if dialect.name == "sqlite":
+        payload = _as_json_rows(columns, rows, dialect)
+        if payload is not None:
+            value: Any = column("value")
+            # MATERIALIZED: SQLite then indexes the rows automatically for the join
+            # instead of scanning the table once per row.
+            yield select(*(func.json_extract(value, f"$[{i}]").label(n)
+                           for i, n in enumerate(names))).select_from(
+                func.json_each(bindparam(None, payload, type_=sqltypes.Text()))
+            ).cte("temporal_next").prefix_with("MATERIALIZED")
+            return
     per_chunk = max(1, 30000 // len(columns))
     for i in range(0, len(rows), per_chunk):
         # A CTE, because SQLite cannot name the columns of a VALUES alias.
         source = values_clause(*(column(n, c.type) for n, c in zip(names, columns, strict=True)),
                                name="temporal_next").data(rows[i : i + per_chunk]).cte()
-        if dialect == "postgresql":
+        if dialect.name == "postgresql":
             # PostgreSQL types a VALUES column from its rows: NULLs and untyped binds
             # (an Enum, a NULL boolean) would come out as text. Cast to the column's type.
             yield select(*(cast(source.c[n], c.type).label(n)
                            for n, c in zip(names, columns, strict=True))).subquery()
         else:
             yield source
+
+
+def _as_json_rows(columns: list[Column[Any]], rows: list[tuple[Any, ...]],
+                  dialect: Any) -> str | None:
+    """SQLite: ``rows`` bound as their columns would bind them, as a JSON array of arrays
+    (None when a bound value is not a str, int or finite float)."""
+    processors = [c.type.bind_processor(dialect) for c in columns]
+    out = []
+    for row in rows:
+        bound = [p(v) if p is not None else v for p, v in zip(processors, row, strict=True)]
+        for v in bound:
+            if not (v is None or isinstance(v, (str, int)) or
+                    (isinstance(v, float) and math.isfinite(v))):
+                return None
+        out.append(bound)
+    return json.dumps(out)
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import URL, create_engine, text
+from sqlalchemy import URL, create_engine, inspect, text
 from sqlalchemy.orm import Session
 
 import temporal
@@ -138,4 +139,182 @@ def test_query_export_from_the_command_line(populated: tuple[str, str], tmp_path
                                                     {"tier": "gold", "n": 1}]
     refused = cli("export", "--as-of", moment, "--query", "DELETE FROM customers",
                   "--out", str(tmp_path / "d"), "--url", url)
-    assert refused.returncode == 1 and "the query failed" in refused.stderr
+    assert refused.returncode == 1 and "must be a SELECT, not DELETE" in refused.stderr
+
+
+# -- every command, every kind of bad input ---------------------------------------------
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+             *args: str) -> tuple[int, str, str]:
+    """The real entry point, in-process: an uncaught exception fails the test."""
+    from temporal.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["temporal", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def db_state(url: str) -> list[str]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        names = sorted(inspect(conn).get_table_names())
+        state = [f"{n}: {sorted(map(repr, conn.exec_driver_sql(f'SELECT * FROM {n}')))}"
+                 for n in names]
+    engine.dispose()
+    return state
+
+
+BAD_INPUT = [
+    ["export", "--as-of", "yesterday-ish", "--table", "customers", "--out", "{out}"],
+    ["export", "--as-of", "0001-01-01T00:00:00+01:00", "--table", "customers", "--out", "{out}"],
+    ["export", "--as-of", "99999-01-01", "--table", "customers", "--out", "{out}"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "{out}",
+     "--wait", "99999999999d"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "{file}/out"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "/proc/temporal-out"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "{file}"],
+    ["export", "--as-of", "{moment}", "--query", "SELECT 1; DELETE FROM customers",
+     "--out", "{out}"],
+    ["export", "--as-of", "{moment}", "--query", "SELECT * FROM regions", "--out", "{out}"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "{out}",
+     "--signing-key-file", "{nowhere}"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "{out}",
+     "--signing-key-file", "{short}"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "{out}",
+     "--url", "postgresql+psycopg://u@127.0.0.1:notaport/db"],
+    ["export", "--as-of", "{moment}", "--table", "customers", "--out", "{out}",
+     "--url", "nonsense://x"],
+    ["verify", "{nowhere}"],
+    ["verify", "{file}"],
+    ["verify", "{tmp}"],
+    ["verify", "{nowhere}", "--key-file", "{nowhere}"],
+    ["history", "--table", "customers", "--key", "abc"],
+    ["history", "--table", "nope", "--key", "1"],
+    ["history", "--table", "customers", "--key", "1", "--key", "2"],
+    ["db", "upgrade", "nonsense"],
+    ["db", "downgrade", "nonsense"],
+    ["db", "status", "--url", "postgresql://u@h:notaport/db"],
+    ["ttl", "customers", "99999999999d"],
+    ["ttl", "customers", "90x"],
+    ["ttl", "nope", "1d"],
+    ["archive", "--ttl", "99999999999d"],
+    ["archive", "--ttl", "soon"],
+    ["archive", "--every", "0s"],
+    ["archive", "--every", "365000d"],
+    ["archive", "--table", "nope"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_INPUT, ids=lambda a: " ".join(a[:4]))
+def test_every_command_meets_bad_input_with_one_line_and_changes_nothing(
+    populated: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    url, moment = populated
+    (tmp_path / "file").write_text("not a folder, not a key")
+    (tmp_path / "short").write_text("abc\n")
+    fill = {"short": str(tmp_path / "short"), "out": str(tmp_path / "out"),
+            "file": str(tmp_path / "file"), "nowhere": str(tmp_path / "nowhere"),
+            "moment": moment, "tmp": str(tmp_path)}
+    argv = [a.format(**fill) for a in args]
+    if "--url" not in argv and argv[0] != "verify":
+        argv += ["--url", url]
+    before = db_state(url)
+    code, out, err = run_main(monkeypatch, capsys, *argv)
+    assert code in (1, 2), (code, out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("temporal: error: ")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    assert (tmp_path / "file").read_text() == "not a folder, not a key"
+    assert db_state(url) == before
+
+
+def test_the_first_year_exports_and_verifies(populated: tuple[str, str], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = populated
+    code, out, err = run_main(monkeypatch, capsys, "export", "--as-of", "0001-01-01",
+                              "--table", "customers", "--out", str(tmp_path / "o"), "--url", url)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["as_of"] == "0001-01-01T00:00:00.000000Z"
+    code, out, err = run_main(monkeypatch, capsys, "verify", str(tmp_path / "o"), "--url", url)
+    assert code == 0 and out.startswith("ok: 1 files, 0 rows"), err
+
+
+@pytest.mark.parametrize("password", ["p@ss3cretPW", "pa:ss/wo#rd?x", "s3cret%40pct"])
+def test_a_password_is_never_shown_whatever_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    password: str
+) -> None:
+    from urllib.parse import quote
+
+    for written in (password, quote(password, safe="")):
+        url = f"postgresql+psycopg://postgres:{written}@127.0.0.1:1/nothing"
+        for args in (["db", "status"], ["export", "--as-of", "2026-01-01", "--table", "t",
+                                        "--out", str(tmp_path / "o")]):
+            code, out, err = run_main(monkeypatch, capsys, *args, "--url", url)
+            assert code == 1 and "Traceback" not in err
+            for piece in {password, written, *password.replace(":", "@").split("@")}:
+                if len(piece) >= 4:
+                    assert piece not in out + err, (piece, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
+    import typer.main
+    from typer.core import TyperOption
+
+    from temporal.cli import app
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `temporal ")]
+
+    def walk(command: Any, path: list[str]) -> None:
+        if hasattr(command, "commands"):  # a group
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+            return
+        assert (command.help or "").strip(), f"{path} has no help"
+        assert "Example: temporal " + " ".join(path[1:]) in (command.epilog or ""), path
+        row = [r for r in rows if r.startswith(f"| `{' '.join(path)}")]
+        assert row, f"README has no row for {' '.join(path)}"
+        for param in command.params:
+            if param.name == "help":
+                continue
+            assert (getattr(param, "help", None) or "").strip(), f"{path} {param.name}: no help"
+            for opt in param.opts if isinstance(param, TyperOption) else []:
+                assert opt in row[0], f"README row for {' '.join(path)} lacks {opt}"
+
+    walk(typer.main.get_command(app), ["temporal"])
+
+
+def test_progress_shows_total_percent_and_rate_on_a_terminal(
+    populated: tuple[str, str], tmp_path: Path
+) -> None:
+    import os
+    import pty
+
+    url, moment = populated
+    leader, follower = pty.openpty()
+    done = subprocess.run([sys.executable, "-m", "temporal", "export", "--as-of", moment,
+                           "--table", "customers", "--out", str(tmp_path / "p"), "--url", url],
+                          stdout=subprocess.PIPE, stderr=follower, timeout=120, check=False,
+                          env={**os.environ, "COLUMNS": "160", "TERM": "xterm"})
+    os.close(follower)
+    shown = b""
+    try:
+        while chunk := os.read(leader, 65536):
+            shown += chunk
+    except OSError:
+        pass
+    os.close(leader)
+    text_shown = shown.decode(errors="replace")
+    assert done.returncode == 0
+    assert "2/2" in text_shown and "100%" in text_shown and "rows/s" in text_shown, text_shown

@@ -1,0 +1,526 @@
+"""The ``--query`` sandbox: one SELECT that sees temporal tables as of T and changes nothing.
+
+An export's query is text from a user who may be connected as a superuser, so
+"read-only" has to hold by construction, not by hope. Three layers, each one
+enough to stop the attacks the others are meant for:
+
+* **A real parser proves it is one SELECT.** On PostgreSQL the text goes
+  through pglast (PostgreSQL's own parser): exactly one statement, a
+  ``SELECT`` (or ``VALUES``/``TABLE``), with no ``SELECT INTO``, no locking
+  clause (``FOR UPDATE``/``SHARE``), no data-modifying ``WITH`` (``INSERT``/
+  ``UPDATE``/``DELETE``/``MERGE`` anywhere in the tree) and no ``$1``
+  parameters. On SQLite sqlglot does the same for the SQLite dialect.
+* **The protocol cannot carry a second statement.** On PostgreSQL the query is
+  sent once, through the extended protocol (a prepared statement), as the body
+  of a temporary view (``pg_temp.temporal_query``); the export then reads that
+  view with a statement the library wrote. SQLite's driver refuses more than
+  one statement per call.
+* **The server checks every object it resolved.** PostgreSQL itself resolves
+  names: the view's dependencies (``pg_depend``) and each table name in the
+  tree (``to_regclass``) list every relation, function and operator the query
+  reaches, whatever the spelling (quoted, schema-qualified, ``TABLE t``,
+  inside ``EXISTS``/subqueries/CTEs). On SQLite the authorizer callback sees
+  every table read (with the view it came through) and every function call,
+  and denies everything that is not a read.
+
+Relations: a temporal table of the default schema is read through a temporary
+view of the same name that shows it as of T (archived versions included); any
+other spelling of it (``public.t``, ``main.t``), its ``<table>_archive``, a
+view, or a plain table is refused with a message saying what to write
+instead, unless the user names that plain table or view as **unversioned**
+(read as it is now; the manifest records it). Temporal tables cannot be named
+unversioned.
+
+Functions follow an **allow-list rule** rather than a deny-list: a function
+may be called only if it is built into the server and declared not to change
+anything. On PostgreSQL that means created with the server (oid below
+``FirstNormalObjectId``, so no user or extension function) and ``IMMUTABLE``
+or ``STABLE``, except the few stable ones that read tables by name
+(``table_to_xml`` and its kin); on SQLite a fixed list of core functions. A
+deny-list of dangerous functions could never be complete (every extension,
+every release adds some); volatility is the server's own declaration that a
+function may have side effects, and refusing what we do not know is the safe
+default.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, MetaData, Table, exc, inspect
+
+from temporal import _backend
+from temporal.archival import reads_archive_apart
+from temporal.catalog import ARCHIVE_SUFFIX, archive_name, temporal_shape
+from temporal.errors import ExportError
+from temporal.model import CREATED_AT, EXPIRED_AT
+
+VIEW = "temporal_query"
+# Objects with an oid below this were created with the server (initdb), not
+# by a user or an extension (PostgreSQL's FirstNormalObjectId).
+_FIRST_NORMAL_OID = 16384
+
+# STABLE built-ins that read whole tables or schemas by name, past the as-of views.
+PG_DENIED = frozenset({
+    "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+    "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml",
+    "cursor_to_xmlschema", "ts_stat",
+})
+
+# SQLite core functions that read their arguments and nothing else.
+SQLITE_ALLOWED = frozenset("""
+abs char coalesce concat concat_ws format glob hex ifnull iif if instr length like likelihood
+likely lower ltrim max min nullif octet_length printf quote replace round rtrim sign soundex
+substr substring trim typeof unhex unicode unlikely upper zeroblob regexp
+date time datetime julianday unixepoch strftime timediff
+avg count group_concat string_agg sum total median
+row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
+acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2
+mod pi pow power radians sin sinh sqrt tan tanh trunc
+json json_array json_array_length json_extract json_insert json_object json_patch json_remove
+json_replace json_set json_type json_valid json_quote json_group_array json_group_object
+json_each json_tree json_error_position json_pretty jsonb jsonb_array jsonb_extract
+jsonb_insert jsonb_object jsonb_patch jsonb_remove jsonb_replace jsonb_set
+jsonb_group_array jsonb_group_object -> ->>
+""".split())  # noqa: SIM905 - a list to read
+
+
+class QueryError(ExportError):
+    """A ``--query`` that the sandbox refuses (it could write, escape, or read the present)."""
+
+
+@dataclass
+class Sandboxed:
+    """A checked query: the statement that reads it, its columns, what it may read now."""
+
+    sql: str
+    columns: list[str]
+    unversioned: list[str] = field(default_factory=list)
+    raw_cursor: bool = False  # SQLite: run on the driver connection (no bind markers parsed)
+
+
+# -- the as-of views ----------------------------------------------------------------
+
+
+def shadow_tables(conn: Connection, at: datetime) -> dict[str, Table]:
+    """Temporary views named like every temporal table of the default schema, as of ``at``.
+
+    Unqualified names in a query then read the past; the timestamp is rendered
+    by the library from a datetime, identifiers are quoted. Returns the
+    shadowed tables by name.
+    """
+    dialect = conn.dialect.name
+    quote = conn.dialect.identifier_preparer.quote
+    inspector = inspect(conn)
+    schema = inspector.default_schema_name or "main"
+    valid = "WHERE " + _backend.valid_at_text(dialect, at)
+    names = inspector.get_table_names()
+    shadows: dict[str, Table] = {}
+    for name in names:
+        if name.endswith(ARCHIVE_SUFFIX) and name[:-len(ARCHIVE_SUFFIX)] in names:
+            continue  # read through its table's view
+        table = Table(name, MetaData(), autoload_with=conn)
+        if temporal_shape(table) is None:
+            continue
+        data = ", ".join(quote(c.name) for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT))
+        sources = [f"{quote(schema)}.{quote(name)}"]  # on PostgreSQL, archive included
+        if reads_archive_apart(conn, name):
+            sources.append(f"{quote(schema)}.{quote(archive_name(name))}")
+        body = " UNION ALL ".join(f"SELECT {data} FROM {source} {valid}" for source in sources)
+        conn.exec_driver_sql(f"CREATE TEMP VIEW {quote(name)} AS {body}")
+        shadows[name] = table
+    return shadows
+
+
+def _body(query: str) -> str:
+    body = query.strip()
+    while body.endswith(";"):
+        body = body[:-1].rstrip()
+    if not body:
+        raise QueryError("the query is empty")
+    return body
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+@dataclass
+class _Tree:
+    functions: set[tuple[str | None, str]] = field(default_factory=set)
+    relations: set[tuple[str | None, str]] = field(default_factory=set)
+    ctes: set[str] = field(default_factory=set)
+
+
+def _pg_tree(body: str, what: str = "the query") -> _Tree:
+    """Parse with PostgreSQL's own parser; refuse anything but one plain SELECT."""
+    import pglast
+    from pglast import ast
+    from pglast.visitors import Visitor
+
+    try:
+        statements = pglast.parse_sql(body)
+    except pglast.parser.ParseError as error:
+        raise QueryError(f"{what} is not valid SQL: {error}") from None
+    if len(statements) != 1:
+        raise QueryError(f"{what} must be exactly one SELECT statement; it holds "
+                         f"{len(statements)} statements")
+    statement = statements[0].stmt
+    if not isinstance(statement, ast.SelectStmt):
+        raise QueryError(f"{what} must be a SELECT, not {_statement_name(statement)}")
+    tree = _Tree()
+    problems: list[str] = []
+
+    class Walk(Visitor):
+        def visit(self, ancestors: Any, node: Any) -> None:
+            if isinstance(node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt,
+                                 ast.MergeStmt)):
+                problems.append(f"{what} holds a data-modifying {_statement_name(node)}")
+            elif isinstance(node, ast.SelectStmt):
+                if node.intoClause is not None:
+                    problems.append("SELECT INTO creates a table; a query may only read")
+                if node.lockingClause:
+                    problems.append("a locking clause (FOR UPDATE / FOR SHARE) takes locks; "
+                                    "a query may only read")
+            elif isinstance(node, ast.ParamRef):
+                problems.append("parameters ($1, ...) cannot be bound in an export query")
+            elif isinstance(node, ast.FuncCall):
+                tree.functions.add(_qualified(node.funcname or ()))
+            elif isinstance(node, ast.RangeVar):
+                tree.relations.add((node.schemaname, node.relname or ""))
+            elif isinstance(node, ast.CommonTableExpr):
+                tree.ctes.add(node.ctename or "")
+
+    Walk()(statements)
+    if problems:
+        raise QueryError(problems[0])
+    return tree
+
+
+def _statement_name(node: Any) -> str:
+    name = type(node).__name__.removesuffix("Stmt")
+    return {"Insert": "INSERT", "Update": "UPDATE", "Delete": "DELETE", "Merge": "MERGE",
+            "Transaction": "transaction control statement", "Copy": "COPY",
+            "Explain": "EXPLAIN", "Do": "DO block", "Call": "CALL"}.get(name, f"{name} statement")
+
+
+def _qualified(names: Sequence[Any]) -> tuple[str | None, str]:
+    parts = [n.sval for n in names]
+    return (parts[-2] if len(parts) > 1 else None, parts[-1])
+
+
+def _pg_check_functions(conn: Connection, functions: Iterable[tuple[str | None, str]]) -> None:
+    for schema, name in sorted(functions, key=lambda f: (f[0] or "", f[1])):
+        shown = f"{schema}.{name}" if schema else name
+        if name.lower() in PG_DENIED:
+            raise QueryError(f"function {shown} reads tables by name, past the as-of views; "
+                             "query the tables themselves")
+        rows = conn.exec_driver_sql(
+            "SELECT p.oid::bigint, p.provolatile FROM pg_proc p JOIN pg_namespace n "
+            "ON n.oid = p.pronamespace WHERE p.proname = %(name)s "
+            "AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s::text)",
+            {"name": name, "schema": schema}).all()
+        for oid, volatility in rows:
+            _pg_check_function(shown, oid, volatility)
+
+
+def _pg_check_function(shown: str, oid: int, volatility: str) -> None:
+    if oid >= _FIRST_NORMAL_OID:
+        raise QueryError(f"function {shown} is not built into PostgreSQL (a user or an "
+                         "extension made it, and it may change anything); a query may call "
+                         "only built-in IMMUTABLE or STABLE functions")
+    if volatility == "v":
+        raise QueryError(f"function {shown} is VOLATILE: it may change something, or answer "
+                         "differently each call; a query may call only built-in IMMUTABLE or "
+                         "STABLE functions")
+
+
+def pg_prepare(conn: Connection, query: str, shadows: dict[str, Table],
+               unversioned: Sequence[str] = ()) -> Sandboxed:
+    """Check ``query`` and create ``pg_temp.temporal_query`` from it (call before the snapshot).
+
+    ``conn`` is in a transaction that already holds the as-of views; the caller commits.
+    """
+    body = _body(query)
+    tree = _pg_tree(body)
+    _pg_check_functions(conn, tree.functions)
+    allowed = _pg_unversioned(conn, unversioned, shadows)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    try:
+        with raw.cursor() as cursor:
+            # prepare=True: the extended protocol, which refuses a second statement.
+            cursor.execute(f"CREATE TEMP VIEW {VIEW} AS\n{body}\n", prepare=True)
+    except Exception as error:  # psycopg.Error; the transaction is rolled back by the caller
+        raise QueryError(f"the query failed: {_first_line(error)}") from None
+    _pg_check_view(conn, f"pg_temp.{VIEW}", tree, shadows, allowed)
+    columns = [row[0] for row in conn.exec_driver_sql(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %(view)s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", {"view": f"pg_temp.{VIEW}"})]
+    order = ", ".join(str(i) for i in range(1, len(columns) + 1))
+    return Sandboxed(sql=f"SELECT * FROM pg_temp.{VIEW} ORDER BY {order}", columns=columns,
+                     unversioned=sorted(unversioned))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _pg_unversioned(conn: Connection, names: Sequence[str], shadows: dict[str, Table]
+                    ) -> dict[int, str]:
+    """The relations the user named unversioned, by oid; refuse unknown or temporal ones."""
+    allowed: dict[int, str] = {}
+    for name in names:
+        oid = conn.exec_driver_sql("SELECT to_regclass(%(n)s)::oid::bigint", {"n": name}
+                                   ).scalar_one()
+        if oid is None:
+            raise QueryError(f"--unversioned {name}: no table or view of that name")
+        info = _pg_relation(conn, oid)
+        if info.temporal or (info.mine and info.name in shadows):
+            raise QueryError(f"--unversioned {name}: {info.name} is temporal, so it is read "
+                             "as of the export's moment; name only plain tables or views")
+        allowed[oid] = name
+    return allowed
+
+
+@dataclass
+class _Relation:
+    oid: int
+    schema: str
+    name: str
+    kind: str
+    mine: bool  # in this session's temporary schema
+    temporal: bool
+
+    @property
+    def shown(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def _pg_relation(conn: Connection, oid: int) -> _Relation:
+    row = conn.exec_driver_sql(
+        "SELECT n.nspname, c.relname, c.relkind, c.relnamespace = pg_my_temp_schema(), "
+        "(SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped "
+        " AND a.attname IN ('created_at', 'expired_at')) = 2 "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %(oid)s",
+        {"oid": oid}).one()
+    return _Relation(oid, row[0], row[1], row[2], bool(row[3]), bool(row[4]))
+
+
+def _pg_check_view(conn: Connection, view: str, tree: _Tree, shadows: dict[str, Table],
+                   allowed: dict[int, str], depth: int = 0) -> None:
+    """Every relation, function and operator the server resolved for ``view``."""
+    deps = conn.exec_driver_sql(
+        "SELECT DISTINCT d.refclassid::regclass::text, d.refobjid::bigint "
+        "FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass "
+        "AND d.objid = r.oid WHERE r.ev_class = %(view)s::regclass "
+        "AND d.refobjid <> r.ev_class", {"view": view}).all()
+    relations: set[int] = set()
+    for kind, oid in deps:
+        if kind == "pg_class":
+            relations.add(oid)
+        elif kind == "pg_proc":
+            name, volatility = conn.exec_driver_sql(
+                "SELECT oid::regproc::text, provolatile FROM pg_proc WHERE oid = %(o)s",
+                {"o": oid}).one()
+            _pg_check_function(name, oid, volatility)
+        elif kind == "pg_operator":
+            name, code, volatility = conn.exec_driver_sql(
+                "SELECT o.oid::regoper::text, p.oid::bigint, p.provolatile FROM pg_operator o "
+                "JOIN pg_proc p ON p.oid = o.oprcode WHERE o.oid = %(o)s", {"o": oid}).one()
+            if oid >= _FIRST_NORMAL_OID:
+                raise QueryError(f"operator {name} is not built into PostgreSQL; a query may "
+                                 "use only built-in operators")
+            _pg_check_function(f"{name} (operator)", code, volatility)
+    # Built-in catalogs are "pinned" and never appear in pg_depend: resolve each name.
+    for schema, name in tree.relations:
+        if schema is None and name in tree.ctes:
+            continue
+        qualified = (f'"{schema}".' if schema else "") + '"' + name.replace('"', '""') + '"'
+        oid = conn.exec_driver_sql("SELECT to_regclass(%(n)s)::oid::bigint", {"n": qualified}
+                                   ).scalar_one()
+        if oid is not None:
+            relations.add(oid)
+    for oid in sorted(relations):
+        _pg_check_relation(conn, _pg_relation(conn, oid), shadows, allowed, depth)
+
+
+def _pg_check_relation(conn: Connection, rel: _Relation, shadows: dict[str, Table],
+                       allowed: dict[int, str], depth: int) -> None:
+    if rel.mine and rel.name in shadows:
+        return
+    if rel.oid in allowed:
+        if rel.kind == "v" and depth < 8:
+            # Read as it is now, by the user's choice; but it may not call what the
+            # query itself may not.
+            definition = conn.exec_driver_sql("SELECT pg_get_viewdef(%(o)s)", {"o": rel.oid}
+                                              ).scalar_one()
+            inner = _pg_tree(definition, what=f"view {rel.shown}")
+            _pg_check_functions(conn, inner.functions)
+            everything = {**allowed, **{o: "" for o in _pg_view_relations(conn, rel.oid)}}
+            _pg_check_view(conn, str(rel.oid), _Tree(functions=inner.functions), shadows,
+                           everything, depth + 1)
+        return
+    default = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+    hint = f"; pass --unversioned {rel.name} to read it as it is now (the manifest records " \
+           "it, and a later export may differ)"
+    if rel.temporal and rel.schema == default and rel.name in shadows:
+        raise QueryError(f"{rel.shown} is spelled with its schema, which reads its current rows, "
+                         f"not those as of the export's moment: write {rel.name} without the "
+                         "schema")
+    if rel.name.endswith(ARCHIVE_SUFFIX) and rel.name[:-len(ARCHIVE_SUFFIX)] in shadows:
+        base = rel.name[:-len(ARCHIVE_SUFFIX)]
+        raise QueryError(f"{rel.shown} is the archive of {base}, which changes as archival "
+                         f"runs: read {base}, which includes its archived versions as of the "
+                         "export's moment")
+    if rel.temporal:
+        raise QueryError(f"{rel.shown} is a temporal table outside the default schema "
+                         f"({default}); only the default schema's tables are seen as of the "
+                         "export's moment")
+    if rel.mine:
+        raise QueryError(f"{rel.name} is a temporary table of this session; it has no past")
+    if rel.kind in ("v", "m"):
+        raise QueryError(f"{rel.shown} is a view: it reads its tables as they are now, not as "
+                         "of the export's moment; query the tables it reads" + hint)
+    raise QueryError(f"{rel.shown} is not temporal: its past was never recorded" + hint)
+
+
+def _pg_view_relations(conn: Connection, oid: int) -> list[int]:
+    return [row[0] for row in conn.exec_driver_sql(
+        "SELECT DISTINCT d.refobjid::bigint FROM pg_depend d JOIN pg_rewrite r "
+        "ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid "
+        "WHERE r.ev_class = %(o)s AND d.refclassid = 'pg_class'::regclass "
+        "AND d.refobjid <> r.ev_class", {"o": oid})]
+
+
+# -- SQLite ------------------------------------------------------------------------
+
+
+def _sqlite_tree(body: str) -> None:
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = [s for s in sqlglot.parse(body, read="sqlite") if s is not None]
+    except sqlglot.errors.SqlglotError as error:
+        raise QueryError(f"the query is not valid SQL: {str(error).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise QueryError("the query must be exactly one SELECT statement; it holds "
+                         f"{len(statements)} statements")
+    statement = statements[0]
+    if not isinstance(statement, exp.Query):
+        raise QueryError(f"the query must be a SELECT, not {statement.key.upper()}")
+    for node in statement.walk():
+        if isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Merge)):
+            raise QueryError(f"the query holds a data-modifying {node.key.upper()}")
+
+
+class _Authorizer:
+    """SQLite's authorizer callback: reads through the as-of views, allow-listed functions."""
+
+    def __init__(self, shadows: dict[str, Table], unversioned: set[str], views: set[str]
+                 ) -> None:
+        self.shadows = shadows
+        self.unversioned = unversioned
+        self.views = views
+        self.refusal: str | None = None
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
+                 inner: str | None) -> int:
+        reason = self._reason(action, arg1, arg2, db, inner)
+        if reason is None:
+            return sqlite3.SQLITE_OK
+        self.refusal = self.refusal or reason
+        return sqlite3.SQLITE_DENY
+
+    def _reason(self, action: int, table: str | None, arg2: str | None, db: str | None,
+                inner: str | None) -> str | None:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return None
+        if action == sqlite3.SQLITE_FUNCTION:
+            name = (arg2 or "").lower()
+            if name in SQLITE_ALLOWED:
+                return None
+            return (f"function {arg2} is not on the list of SQLite functions an export query "
+                    "may call (core functions that only read their arguments)")
+        if action != sqlite3.SQLITE_READ or table is None:
+            return "the query may only read (SELECT); it tried to do something else"
+        if inner is not None and (inner in self.shadows or inner in self.unversioned):
+            return None  # inside an as-of view, or a view the user named unversioned
+        if db == "temp" and table in self.shadows:
+            return None
+        if db == "main" and table in self.unversioned:
+            return None
+        if inner is not None:
+            return (f"{inner} is a view: it reads its tables as they are now, not as of the "
+                    f"export's moment; query the tables it reads; pass --unversioned {inner} to "
+                    "read it as it is now (the manifest records it, and a later export may "
+                    "differ)")
+        hint = f"; pass --unversioned {table} to read it as it is now (the manifest records " \
+               "it, and a later export may differ)"
+        if table in self.shadows:
+            return (f"{db}.{table} is spelled with its schema, which reads its current rows, "
+                    f"not those as of the export's moment: write {table} without the schema")
+        if table.endswith(ARCHIVE_SUFFIX) and table[:-len(ARCHIVE_SUFFIX)] in self.shadows:
+            base = table[:-len(ARCHIVE_SUFFIX)]
+            return (f"{table} is the archive of {base}, which changes as archival runs: read "
+                    f"{base}, which includes its archived versions as of the export's moment")
+        if table in self.views:
+            return (f"{table} is a view: it reads its tables as they are now, not as of the "
+                    "export's moment; query the tables it reads" + hint)
+        return f"{table} is not temporal: its past was never recorded" + hint
+
+
+def sqlite_prepare(conn: Connection, query: str, shadows: dict[str, Table],
+                   unversioned: Sequence[str] = ()) -> tuple[Sandboxed, _Authorizer]:
+    """Check ``query`` and install the authorizer on ``conn`` (remove it with ``sqlite_release``).
+
+    ``conn`` holds the as-of views and ``query_only`` in its open transaction.
+    """
+    body = _body(query)
+    _sqlite_tree(body)
+    rows = conn.exec_driver_sql(
+        "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')").all()
+    kinds = {name: kind for name, kind in rows}
+    for name in unversioned:
+        if name not in kinds:
+            raise QueryError(f"--unversioned {name}: no table or view of that name")
+        if name in shadows or (kinds[name] == "table" and temporal_shape(
+                Table(name, MetaData(), autoload_with=conn)) is not None):
+            raise QueryError(f"--unversioned {name}: {name} is temporal, so it is read as of "
+                             "the export's moment; name only plain tables or views")
+    guard = _Authorizer(shadows, set(unversioned),
+                        {n for n, k in kinds.items() if k == "view"})
+    raw: Any = conn.connection.driver_connection
+    wrapped = f"SELECT * FROM (\n{body}\n) AS {VIEW}"
+    raw.set_authorizer(guard)
+    try:
+        cursor = raw.execute(wrapped + " LIMIT 0")
+        columns = [d[0] for d in cursor.description]
+        cursor.close()
+    except (sqlite3.Error, sqlite3.Warning) as error:
+        raw.set_authorizer(None)
+        raise QueryError(guard.refusal or f"the query failed: {_first_line(error)}") from None
+    order = ", ".join(str(i) for i in range(1, len(columns) + 1))
+    return Sandboxed(sql=f"{wrapped} ORDER BY {order}", columns=columns,
+                     unversioned=sorted(unversioned), raw_cursor=True), guard
+
+
+def sqlite_release(conn: Connection) -> None:
+    raw: Any = conn.connection.driver_connection
+    raw.set_authorizer(None)
+
+
+def run_error(error: BaseException, guard: _Authorizer | None) -> QueryError:
+    """The error for a query that failed while its rows were read."""
+    if guard is not None and guard.refusal:
+        return QueryError(guard.refusal)
+    if isinstance(error, exc.DBAPIError):
+        return QueryError(f"the query failed: {_first_line(error)}")
+    return QueryError(f"the query failed: {_first_line(error)}")

@@ -1,0 +1,299 @@
+"""The --query sandbox against real databases, as the superuser the tests connect with.
+
+Every attack below must be refused with a clear error, and afterwards the
+database, the server's files and other sessions must be exactly as before.
+Every spelling of a temporal table either reads it as of the moment or is
+refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.orm import Session
+
+from temporal import ExportError, export, transaction_time
+from temporal.archival import archive_table
+from tests.models import Base, Customer, Order
+
+LATE = "platinum"  # written after the moment: no as-of read may see it
+
+
+def make_world(engine: Engine) -> datetime:
+    """Customers and orders with history, a plain table, a view, an archive; a moment."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        s.add_all([Customer(id=1, name="Ada"), Customer(id=2, name="Bob")])
+        s.add_all([Order(id=1, customer_id=1, amount=5)])
+    with Session(engine) as s, s.begin():
+        s.get(Customer, 1).tier = "gold"
+        moment = transaction_time(s)
+    with Session(engine) as s, s.begin():
+        s.get(Customer, 1).tier = LATE
+        s.get(Customer, 2).tier = LATE
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO regions (id, name) VALUES (1, 'north')")
+        conn.exec_driver_sql("CREATE VIEW v_customers AS SELECT id, name, tier FROM customers")
+        archive_table(conn, Customer.__table__)  # type: ignore[arg-type]
+    return moment
+
+
+@pytest.fixture
+def world(engine: Engine) -> tuple[Engine, datetime]:
+    return engine, make_world(engine)
+
+
+def fingerprint(engine: Engine) -> dict[str, object]:
+    """Every table's and view's rows, and the list of objects: the whole visible database."""
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        names = sorted(inspector.get_table_names()) + sorted(inspector.get_view_names())
+        state: dict[str, object] = {"objects": names}
+        for name in names:
+            rows = conn.exec_driver_sql(f'SELECT * FROM "{name}"').all()
+            state[name] = sorted(repr(tuple(r)) for r in rows)
+        if engine.dialect.name == "postgresql":
+            state["functions"] = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_proc WHERE oid >= 16384").scalar_one()
+            state["large objects"] = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_largeobject_metadata").scalar_one()
+    return state
+
+
+def rows_of(out: Path, name: str = "query") -> list[list[str]]:
+    lines = (out / name / "part-00000.csv").read_text().splitlines()[1:]
+    return [[v.strip('"') for v in line.split(",")] for line in lines]
+
+
+def refused(engine: Engine, moment: datetime, tmp_path: Path, query: str, match: str,
+            **kw: object) -> None:
+    before = fingerprint(engine)
+    out = tmp_path / f"out-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ExportError, match=match):
+        export(engine, out, as_of=moment, query=query, **kw)  # type: ignore[arg-type]
+    assert not out.exists() and not Path(str(out) + ".partial").exists()
+    assert fingerprint(engine) == before
+
+
+# -- escapes on both backends ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("query, match", [
+    ("SELECT 1) AS q; COMMIT; DELETE FROM customers; SELECT * FROM (SELECT 1",
+     "not valid SQL|exactly one SELECT"),
+    ("SELECT 1; DELETE FROM customers", "exactly one SELECT"),
+    ("SELECT 1; DROP TABLE customers", "exactly one SELECT"),
+    ("DELETE FROM customers", "must be a SELECT"),
+    ("UPDATE customers SET name = 'x'", "must be a SELECT"),
+    ("INSERT INTO regions (id, name) VALUES (2, 'x')", "must be a SELECT"),
+    ("DROP TABLE customers", "must be a SELECT"),
+    ("ROLLBACK", "must be a SELECT"),
+    ("SELECT * FROM regions", "regions is not temporal.*--unversioned regions"),
+    ("SELECT id FROM customers_archive", "archive of customers"),
+    ("SELECT * FROM v_customers", "v_customers is a view"),
+    ("SELECT random()", "function random"),
+])
+def test_an_escape_is_refused_and_changes_nothing(
+    world: tuple[Engine, datetime], tmp_path: Path, query: str, match: str
+) -> None:
+    engine, moment = world
+    refused(engine, moment, tmp_path, query, match)
+
+
+@pytest.mark.parametrize("spelling", [
+    "SELECT id, tier FROM customers",
+    'SELECT id, tier FROM "customers"',
+    "SELECT id, tier FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.id = c.id)",
+    "WITH x AS (SELECT id, tier FROM customers) SELECT id, tier FROM x",
+    "SELECT id, tier FROM (SELECT * FROM customers) AS s",
+    "SELECT id, (SELECT tier FROM customers d WHERE d.id = c.id) FROM customers c",
+])
+def test_unqualified_spellings_read_the_moment(
+    world: tuple[Engine, datetime], tmp_path: Path, spelling: str
+) -> None:
+    engine, moment = world
+    export(engine, tmp_path / "o", as_of=moment, query=spelling)
+    assert sorted(rows_of(tmp_path / "o")) == [["1", "gold"], ["2", "basic"]]
+
+
+def test_a_plain_table_or_view_is_read_only_when_named_unversioned(
+    world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = world
+    manifest = export(engine, tmp_path / "u", as_of=moment, unversioned=["regions"],
+                      query="SELECT c.id, r.name FROM customers c, regions r")
+    assert manifest.unversioned == ["regions"]
+    written = json.loads((tmp_path / "u" / "manifest.json").read_text())
+    assert written["unversioned"] == ["regions"]
+    view = export(engine, tmp_path / "v", as_of=moment, unversioned=["v_customers"],
+                  query="SELECT id, tier FROM v_customers")
+    assert LATE in {r[1] for r in rows_of(tmp_path / "v")} and view.unversioned
+    refused(engine, moment, tmp_path, "SELECT * FROM customers", "customers is temporal",
+            unversioned=["customers"])
+    refused(engine, moment, tmp_path, "SELECT 1", "no table or view", unversioned=["nope"])
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_world(pg_engine: Engine) -> tuple[Engine, datetime]:
+    return pg_engine, make_world(pg_engine)
+
+
+@pytest.fixture
+def bystander(pg_engine: Engine) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """Another session on the same database, which no query may disturb."""
+    url = pg_engine.url
+    conn = psycopg.connect(host=url.host, port=url.port, user=url.username,
+                           dbname=url.database, autocommit=True)
+    conn.execute("SET application_name = 'bystander'")
+    yield conn
+    conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("query, match", [
+    ("SELECT 1) AS q; COMMIT; DELETE FROM customers; SELECT * FROM (SELECT 1",
+     "not valid SQL|exactly one"),
+    ("SELECT 1; ROLLBACK; BEGIN READ WRITE; CREATE TABLE evil (x int)", "exactly one"),
+    ("COPY (SELECT 1) TO PROGRAM 'touch {file}'", "must be a SELECT, not COPY"),
+    ("SELECT 1) AS q; COPY (SELECT 1) TO '{file}'; SELECT * FROM (SELECT 1", "not valid|one"),
+    ("SELECT lo_export(lo_from_bytea(0, 'x'), '{file}')", "VOLATILE"),
+    ("SELECT pg_terminate_backend({pid})", "pg_terminate_backend is VOLATILE"),
+    ("SELECT pg_cancel_backend({pid})", "VOLATILE"),
+    ("SELECT pg_advisory_lock(42)", "VOLATILE"),
+    ("SELECT pg_stat_reset()", "VOLATILE"),
+    ("SELECT pg_notify('c', 'x')", "VOLATILE"),
+    ("SELECT set_config('search_path', 'x', false)", "VOLATILE"),
+    ("SELECT nextval('customers_id_seq')", "VOLATILE"),
+    ("SELECT pg_read_file('/etc/hostname')", "VOLATILE"),
+    ("SELECT pg_sleep(0)", "VOLATILE"),
+    ("SELECT query_to_xml('DELETE FROM customers', true, false, '')", "reads tables by name"),
+    ("SELECT table_to_xml('public.customers', true, false, '')", "reads tables by name"),
+    ("WITH d AS (DELETE FROM customers RETURNING id) SELECT id FROM d", "data-modifying DELETE"),
+    ("WITH d AS (UPDATE customers SET tier = 'x' RETURNING id) SELECT id FROM d",
+     "data-modifying UPDATE"),
+    ("SELECT * FROM customers FOR UPDATE", "locking clause"),
+    ("SELECT * FROM customers c WHERE EXISTS (SELECT 1 FROM orders FOR SHARE)",
+     "locking clause"),
+    ("SELECT * INTO evil FROM customers", "SELECT INTO"),
+    ("SELECT $1", r"parameters \(\$1"),
+    ("EXPLAIN ANALYZE DELETE FROM customers", "must be a SELECT, not EXPLAIN"),
+    ("DO $$ BEGIN DELETE FROM customers; END $$", "must be a SELECT, not DO"),
+    ("SELECT id FROM public.customers", "spelled with its schema"),
+    ('SELECT id FROM "public"."customers"', "spelled with its schema"),
+    ("TABLE public.customers", "spelled with its schema"),
+    ("SELECT 1 WHERE EXISTS (SELECT 1 FROM public.customers)", "spelled with its schema"),
+    ("SELECT relname FROM pg_class", "pg_class is not temporal"),
+    ("SELECT * FROM public.customers_archive", "archive of customers"),
+])
+def test_postgres_escapes_are_refused_and_change_nothing(
+    pg_world: tuple[Engine, datetime], bystander: psycopg.Connection[tuple[object, ...]],
+    tmp_path: Path, query: str, match: str
+) -> None:
+    engine, moment = pg_world
+    file = tmp_path / "server-file"  # the server runs on this machine
+    pid = bystander.info.backend_pid
+    refused(engine, moment, tmp_path, query.format(file=file, pid=pid), match)
+    assert not file.exists()
+    assert bystander.execute("SELECT 1").fetchone() == (1,)  # not killed, not cancelled
+    with engine.connect() as conn:  # no lock left behind, no setting changed
+        assert conn.execute(text("SELECT pg_try_advisory_lock(42)")).scalar_one()
+        assert conn.execute(text("SELECT current_setting('search_path')")).scalar_one() \
+            != "x"
+
+
+@pytest.mark.postgres
+def test_user_made_functions_and_operators_are_refused(
+    pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = pg_world
+    with engine.begin() as conn:
+        # IMMUTABLE on paper, yet it could do anything: only built-ins are trusted.
+        conn.exec_driver_sql("CREATE FUNCTION evil(int) RETURNS int IMMUTABLE LANGUAGE sql "
+                             "AS 'SELECT $1'")
+        conn.exec_driver_sql("CREATE OPERATOR ### (LEFTARG = int, RIGHTARG = int, "
+                             "FUNCTION = int4pl)")
+        conn.exec_driver_sql("CREATE FUNCTION evil_plus(int, int) RETURNS int IMMUTABLE "
+                             "LANGUAGE sql AS 'SELECT $1 + $2'")
+        conn.exec_driver_sql("CREATE OPERATOR #+# (LEFTARG = int, RIGHTARG = int, "
+                             "FUNCTION = evil_plus)")
+    refused(engine, moment, tmp_path, "SELECT evil(id) FROM customers", "not built into")
+    refused(engine, moment, tmp_path, "SELECT public.evil(1)", "not built into")
+    refused(engine, moment, tmp_path, "SELECT id ### 1 FROM customers", "operator .* not built")
+    refused(engine, moment, tmp_path, "SELECT id #+# 1 FROM customers", "not built into")
+
+
+@pytest.mark.postgres
+def test_table_and_built_in_functions_read_the_moment_on_postgres(
+    pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = pg_world
+    export(engine, tmp_path / "t", as_of=moment,
+           query="SELECT upper(tier), length(name), now() IS NOT NULL FROM (TABLE customers) c")
+    assert sorted(r[0] for r in rows_of(tmp_path / "t")) == ["BASIC", "GOLD"]
+
+
+@pytest.mark.postgres
+def test_a_view_named_unversioned_may_not_call_what_a_query_may_not(
+    pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = pg_world
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE VIEW killer AS SELECT pg_terminate_backend(0) AS k")
+    refused(engine, moment, tmp_path, "SELECT * FROM killer", "pg_terminate_backend is VOLATILE",
+            unversioned=["killer"])
+
+
+# -- SQLite ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_world(sqlite_url: object) -> Iterator[tuple[Engine, datetime]]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlite_url)  # type: ignore[call-overload]
+    yield engine, make_world(engine)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("query, match", [
+    ("SELECT id FROM main.customers", "main.customers is spelled with its schema"),
+    ("SELECT 1 WHERE EXISTS (SELECT 1 FROM main.customers)", "spelled with its schema"),
+    ("SELECT name FROM sqlite_master", "sqlite_master is not temporal"),
+    ("ATTACH DATABASE '{file}' AS other", "must be a SELECT"),
+    ("SELECT 1) AS q; ATTACH DATABASE '{file}' AS o; SELECT * FROM (SELECT 1",
+     "not valid SQL|exactly one"),
+    ("PRAGMA writable_schema = 1", "must be a SELECT"),
+    ("SELECT load_extension('{file}')", "function load_extension"),
+    ("SELECT randomblob(4)", "function randomblob"),
+    ("VACUUM INTO '{file}'", "must be a SELECT|not valid"),
+])
+def test_sqlite_escapes_are_refused_by_the_authorizer(
+    sqlite_world: tuple[Engine, datetime], tmp_path: Path, query: str, match: str
+) -> None:
+    engine, moment = sqlite_world
+    file = tmp_path / "elsewhere.db"
+    refused(engine, moment, tmp_path, query.format(file=file), match)
+    assert not file.exists()
+
+
+def test_sqlite_temp_spelling_reads_the_moment(
+    sqlite_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = sqlite_world
+    export(engine, tmp_path / "t", as_of=moment, query="SELECT id, tier FROM temp.customers")
+    assert sorted(rows_of(tmp_path / "t")) == [["1", "gold"], ["2", "basic"]]
+    with engine.connect() as conn:  # the views and the authorizer are gone afterwards
+        assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 5
+        conn.exec_driver_sql("SELECT random()")
+    assert os.path.exists(engine.url.database or "")

@@ -1,0 +1,165 @@
+"""verify() checks every claim of a manifest and blames the right side.
+
+Each test edits a manifest the way an attacker would - and recomputes its
+``manifest_sha256``, which anyone can - then checks that verify refuses it and
+says whether the manifest, the files or the database is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, text
+from sqlalchemy.orm import Session
+
+from temporal import ManifestError, export, load, transaction_time, verify
+from temporal.signing import read_key
+from tests.models import Base, Customer
+
+
+@pytest.fixture
+def exported(engine: Engine, tmp_path: Path) -> tuple[Engine, Path, datetime]:
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        s.execute(insert(Customer), [{"id": i, "name": f"c{i}", "score": i / 3}
+                                     for i in range(1, 11)])
+        moment = transaction_time(s)
+    out = tmp_path / "export"
+    export(engine, out, as_of=moment, tables=["customers"])
+    return engine, out, moment
+
+
+def forge(out: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Edit the manifest and recompute its self-checksum, as anyone can."""
+    path = out / "manifest.json"
+    body = json.loads(path.read_text())
+    body.pop("manifest_sha256")
+    edit(body)
+    encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    body["manifest_sha256"] = hashlib.sha256(encoded.encode()).hexdigest()
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+
+
+def test_an_intact_export_verifies(exported: tuple[Engine, Path, datetime]) -> None:
+    engine, out, _ = exported
+    report = verify(out, engine)
+    assert report.ok and report.rows == 10 and report.database_checked, report.problems
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_edited_row_counts_and_digests_are_blamed_on_the_manifest(
+    exported: tuple[Engine, Path, datetime], tmp_path: Path, fmt: str
+) -> None:
+    engine, _, moment = exported
+    out = tmp_path / fmt
+    export(engine, out, as_of=moment, tables=["customers"], format=fmt)
+    assert verify(out).ok
+    forge(out, lambda m: m["files"][0].update(rows=1004))
+    report = verify(out)
+    assert "manifest: claims 1,004 rows for customers/part-00000." + fmt in report.problems[0]
+    forge(out, lambda m: m["files"][0].update(rows=10))
+    assert verify(out).ok
+
+    forge(out, lambda m: m["content_digest"].update({"table:customers": "0" * 64}))
+    report = verify(out)
+    assert report.problems == ["manifest: its content digest for customers does not match the "
+                               "rows of its own files (the manifest was edited)"]
+    with_db = verify(out, engine)  # the database agrees with the files: not its fault
+    assert not any("history was changed" in p for p in with_db.problems)
+    assert any("the database and the files agree" in p for p in with_db.problems)
+
+
+def test_paths_outside_the_folder_are_refused_and_never_loaded(
+    exported: tuple[Engine, Path, datetime], tmp_path: Path
+) -> None:
+    _, out, _ = exported
+    part = out / "customers" / "part-00000.csv"
+    outside = tmp_path / "outside.csv"
+    shutil.copy(part, outside)
+    for path in ["../outside.csv", str(outside)]:
+        forge(out, lambda m, p=path: m["files"][0].update(path=p))
+        report = verify(out)
+        assert any("points outside the export folder" in p for p in report.problems)
+        with pytest.raises(ManifestError, match="does not verify"):
+            load(out)
+    forge(out, lambda m: m["files"][0].update(path="customers/part-00000.csv"))
+    part.unlink()
+    part.symlink_to(outside)  # same bytes, but not in the folder
+    assert any("points outside" in p for p in verify(out).problems)
+
+
+def test_unlisted_files_are_reported(exported: tuple[Engine, Path, datetime]) -> None:
+    _, out, _ = exported
+    (out / "customers" / "part-00001.csv").write_text('"id"\n"99"\n')
+    (out / "notes.txt").write_text("x")
+    problems = verify(out).problems
+    assert "customers/part-00001.csv: not listed in the manifest" in problems
+    assert "notes.txt: not listed in the manifest" in problems
+
+
+def test_an_edited_file_checksum_is_blamed_right_with_a_database(
+    exported: tuple[Engine, Path, datetime]
+) -> None:
+    engine, out, _ = exported
+    forge(out, lambda m: m["files"][0].update(sha256="0" * 64))
+    assert "sha256 differs" in verify(out).problems[0]
+    problems = verify(out, engine).problems
+    assert any(p.startswith("manifest: the database re-exports customers/part-00000.csv "
+                            "exactly as the file is") for p in problems)
+
+
+def test_a_changed_file_and_a_changed_database_are_told_apart(
+    exported: tuple[Engine, Path, datetime]
+) -> None:
+    engine, out, _ = exported
+    part = out / "customers" / "part-00000.csv"
+    original = part.read_text()
+    part.write_text(original.replace('"c3"', '"c9"'))
+    problems = verify(out, engine).problems
+    assert "customers/part-00000.csv: sha256 differs from the manifest" in problems
+    assert not any("history was changed" in p for p in problems)
+    part.write_text(original)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE customers SET name = 'forged' WHERE id = 3"))
+    problems = verify(out, engine).problems
+    assert any("history was changed after the export" in p for p in problems)
+
+
+def test_an_edited_schema_or_an_unreadable_moment_is_blamed_on_the_manifest(
+    exported: tuple[Engine, Path, datetime]
+) -> None:
+    engine, out, _ = exported
+    forge(out, lambda m: m["schema"]["customers"][1].update(name="surname"))
+    assert "header is not the schema's columns" in verify(out).problems[0]
+    forge(out, lambda m: m["schema"]["customers"][1].update(name="name"))
+    forge(out, lambda m: m.update(as_of="1-01-01T00:00:00.000000Z"))
+    assert verify(out, engine).problems == [
+        "manifest: as_of '1-01-01T00:00:00.000000Z' is not a valid time"]
+
+
+def test_a_signed_manifest_proves_who_wrote_it(engine: Engine, tmp_path: Path) -> None:
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Customer(id=1, name="Ada"))
+        moment = transaction_time(s)
+    key_file = tmp_path / "key"
+    key_file.write_text("a long shared secret, 32 bytes!!\n")
+    key = read_key(key_file)
+    out = tmp_path / "signed"
+    export(engine, out, as_of=moment, tables=["customers"], signing_key=key)
+    assert (out / "manifest.sig").is_file()
+    report = verify(out, key=key)
+    assert report.ok and report.signature_checked
+    assert "not signed with this key" in verify(out, key=b"another key, 16+ bytes").problems[0]
+    forge(out, lambda m: m["files"][0].update(rows=2))
+    assert verify(out, key=key).problems[0].startswith("signature: the manifest was not signed")
+    unsigned = tmp_path / "unsigned"
+    export(engine, unsigned, as_of=moment, tables=["customers"])
+    assert "not signed" in verify(unsigned, key=key).problems[0]
