@@ -161,12 +161,7 @@ def hold_sqlite_write_lock(conn: Connection, wait: float) -> None:
     """
     conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(wait * 1000)}")
     ensure_sqlite_clock(conn)
-    # Writers after this lock stamp later than now, which the export's as_of cannot
-    # pass; and a raw statement after it must not reuse an earlier stamp.
-    conn.exec_driver_sql(
-        f"UPDATE {SQLITE_CLOCK_TABLE} SET stamp = max(stamp, ?), marker = NULL WHERE id = 1",
-        (_micros(clock.now()),),
-    )
+    conn.exec_driver_sql(f"UPDATE {SQLITE_CLOCK_TABLE} SET stamp = stamp WHERE id = 1")
 
 
 def database_now(conn: Connection) -> datetime:

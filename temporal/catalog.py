@@ -171,7 +171,7 @@ def upgrade(source: str | Engine, revision: str = "head") -> str | None:
             for entry in registrations(conn):  # tables made by an older library, too
                 if inspector.has_table(entry.table):
                     guard.install(conn, entry.table, entry.key)
-                    if not triggers.installed(conn, entry.table):
+                    if not triggers.up_to_date(conn, entry.table):
                         triggers.install(conn, entry.table, entry.key)
         return current_revision(conn)
 

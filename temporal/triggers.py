@@ -32,9 +32,10 @@ transaction-local ``temporal.maintenance`` for the duration of the operation.
 first, library or trigger, in the same way (:mod:`temporal._backend`: the
 transaction id first, then the clock, unique among transactions in flight),
 so raw and library writes in one transaction share it, and exports wait for
-raw writers exactly as for the library's. Row triggers (PL/pgSQL) stamp the new
-row and skip history; the copy of the old versions is written by one
-statement-level trigger over the statement's transition tables, set-based.
+raw writers exactly as for the library's. BEFORE ROW triggers (PL/pgSQL) stamp
+the new row and skip history; an AFTER ROW trigger copies the old version into
+history. Row level on purpose: a statement-level trigger over transition tables
+would make every UPDATE capture its old rows, the library's included.
 
 **SQLite.** Triggers cannot tell one transaction from the next there, so a
 raw statement gets a stamp of its own from the library's clock table (one per
@@ -139,10 +140,7 @@ BEGIN
     IF OLD.created_at = stamp THEN
         RETURN NEW;  -- this transaction's own version: changed in place
     END IF;
-    NEW.created_at := stamp;
-    IF current_setting('temporal.copy', true) IS DISTINCT FROM 'update' THEN
-        PERFORM set_config('temporal.copy', 'update', true);  -- the statement trigger copies
-    END IF;
+    NEW.created_at := stamp;  -- the AFTER trigger copies the old version into history
     RETURN NEW;
 END $$;
 
@@ -153,9 +151,6 @@ BEGIN
     END IF;
     IF OLD.created_at > temporal_stamp() THEN
         PERFORM temporal_conflict(TG_TABLE_NAME);
-    END IF;
-    IF current_setting('temporal.copy', true) IS DISTINCT FROM 'delete' THEN
-        PERFORM set_config('temporal.copy', 'delete', true);
     END IF;
     RETURN OLD;
 END $$;
@@ -197,23 +192,16 @@ def _pg_install(conn: Connection, table: str, key: Sequence[str]) -> None:
     t = q(table)
     _pg(conn, _PG_FUNCTIONS)
     stamp, working = _PG_STAMP, _PG_WORKING
-    # Every current version a raw statement changed or deleted becomes history, copied from
-    # the transition table in one INSERT. (A row of the same statement that the library's
-    # expire shape let through keeps its own version, and its copy would collide with it
-    # on the primary key: such a statement is refused, not mis-versioned.)
-    for what in ("update", "delete"):
+    # Every current version a raw statement changed or deleted becomes history: an
+    # AFTER ROW trigger copies it, expired at the stamp. Row level, so that the
+    # library's statements (which its WHEN lets by) pay no transition-table capture.
+    for what, end in (("update", "NEW.created_at"), ("delete", "temporal_stamp()")):
         _pg(conn, f"""
 CREATE OR REPLACE FUNCTION {q(_name(table, what + '_copy'))}() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    stamp timestamptz := temporal_stamp();
 BEGIN
-    PERFORM set_config('temporal.copy', '', true);
-    PERFORM set_config('temporal.maintenance', 'on', true);
-    INSERT INTO {t} SELECT copy.* FROM temporal_old o,  -- in FROM: one call per row
-        LATERAL jsonb_populate_record(o::{t}, jsonb_build_object('expired_at', stamp)) copy
-        WHERE o.expired_at IS NULL AND o.created_at < stamp;
-    PERFORM set_config('temporal.maintenance', '', true);
+    INSERT INTO {t} SELECT copy.* FROM  -- in FROM: one call, not one per column
+        jsonb_populate_record(OLD, jsonb_build_object('expired_at', {end})) copy;
     RETURN NULL;
 END $$""")
     library_update = (
@@ -232,24 +220,24 @@ END $$""")
         changed_key = f"ROW({old_key}) IS DISTINCT FROM ROW({new_key})"
     statements = [
         f"CREATE TRIGGER {q(_name(table, 'insert'))} BEFORE INSERT ON {t} FOR EACH ROW "
-        f"WHEN ({working} AND (NEW.created_at IS NULL OR NEW.created_at IS DISTINCT FROM "
-        f"{stamp} OR NEW.expired_at IS NOT NULL)) EXECUTE FUNCTION temporal_versioned_insert()",
+        f"WHEN ({working} AND NOT coalesce(NEW.created_at = {stamp} AND NEW.expired_at IS NULL"
+        f" OR NEW.created_at < {stamp} AND NEW.expired_at = {stamp}, false)) "  # the copies
+        "EXECUTE FUNCTION temporal_versioned_insert()",
         f"CREATE TRIGGER {q(_name(table, 'key'))} BEFORE UPDATE OF "
         f"{', '.join(q(k) for k in key)} ON {t} FOR EACH ROW "
         f"WHEN ({working} AND {changed_key}) EXECUTE FUNCTION temporal_versioned_key()",
         f"CREATE TRIGGER {q(_name(table, 'update'))} BEFORE UPDATE ON {t} FOR EACH ROW "
         f"WHEN ({working} AND NOT coalesce({library_update}, false)) "
         "EXECUTE FUNCTION temporal_versioned_update()",
-        f"CREATE TRIGGER {q(_name(table, 'update_copy'))} AFTER UPDATE ON {t} "
-        "REFERENCING OLD TABLE AS temporal_old FOR EACH STATEMENT "
-        "WHEN (current_setting('temporal.copy', true) = 'update') "
+        f"CREATE TRIGGER {q(_name(table, 'update_copy'))} AFTER UPDATE ON {t} FOR EACH ROW "
+        f"WHEN ({working} AND OLD.expired_at IS NULL AND NEW.expired_at IS NULL "
+        "AND OLD.created_at < NEW.created_at) "  # re-stamped by the row trigger above
         f"EXECUTE FUNCTION {q(_name(table, 'update_copy'))}()",
         f"CREATE TRIGGER {q(_name(table, 'delete'))} BEFORE DELETE ON {t} FOR EACH ROW "
         f"WHEN ({working} AND NOT coalesce(OLD.created_at = {stamp} "
         "AND OLD.expired_at IS NULL, false)) EXECUTE FUNCTION temporal_versioned_delete()",
-        f"CREATE TRIGGER {q(_name(table, 'delete_copy'))} AFTER DELETE ON {t} "
-        "REFERENCING OLD TABLE AS temporal_old FOR EACH STATEMENT "
-        "WHEN (current_setting('temporal.copy', true) = 'delete') "
+        f"CREATE TRIGGER {q(_name(table, 'delete_copy'))} AFTER DELETE ON {t} FOR EACH ROW "
+        f"WHEN ({working} AND OLD.expired_at IS NULL AND OLD.created_at < {stamp}) "
         f"EXECUTE FUNCTION {q(_name(table, 'delete_copy'))}()",
     ]
     for statement in statements:
@@ -351,7 +339,7 @@ def _sqlite_install(conn: Connection, table: str, key: Sequence[str]) -> None:
     shown = table.replace("'", "''")
     columns = [c["name"] for c in inspect(conn).get_columns(table)]
     data = [c for c in columns if c not in ("created_at", "expired_at")]
-    names = ", ".join(q(c) for c in [*data, "created_at", "expired_at"])
+    names = _sqlite_columns(conn, table)
 
     def values(row: str, created: str, expired: str) -> str:
         return ", ".join([*(f"{row}.{q(c)}" for c in data), created, expired])
@@ -419,6 +407,14 @@ def _sqlite_install(conn: Connection, table: str, key: Sequence[str]) -> None:
         install_archive(conn, table)
 
 
+def _sqlite_columns(conn: Connection, table: str) -> str:
+    """The column list the triggers write, in their order."""
+    q = _quoter(conn)
+    columns = [c["name"] for c in inspect(conn).get_columns(table)]
+    data = [c for c in columns if c not in ("created_at", "expired_at")]
+    return ", ".join(q(c) for c in [*data, "created_at", "expired_at"])
+
+
 def _sqlite_remove(conn: Connection, table: str) -> None:
     q = _quoter(conn)
     for name in (table, table + "_archive"):
@@ -451,6 +447,19 @@ def installed(conn: Connection, table: str) -> bool:
         text("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
         {"name": name},
     ).first() is not None
+
+
+def up_to_date(conn: Connection, table: str) -> bool:
+    """Installed, and (SQLite, where they name the columns) for the table's columns now."""
+    if not installed(conn, table):
+        return False
+    if conn.dialect.name == "postgresql":
+        return True
+    sql = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
+        {"name": _name(table, "delete_copy")},
+    ).scalar()
+    return sql is not None and _sqlite_columns(conn, table) in sql
 
 
 def install(conn: Connection, table: str, key: Sequence[str]) -> None:

@@ -456,3 +456,87 @@ def test_library_writes_are_not_versioned_twice(db: Engine) -> None:
 
 def _at(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
+
+
+def test_migration_operations_install_follow_and_remove_the_triggers(engine: Engine) -> None:
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    md = sa.MetaData()
+    accounts = sa.Table("accounts", md, sa.Column("id", sa.Integer, primary_key=True),
+                        sa.Column("name", sa.String(50), nullable=False))
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(accounts.insert(), [{"id": 1, "name": "a"}])
+        Operations(MigrationContext.configure(conn)).make_temporal("accounts")
+        assert triggers.installed(conn, "accounts")
+        conn.execute(text("UPDATE accounts SET name = 'a2' WHERE id = 1"))  # a data fix
+        Operations(MigrationContext.configure(conn)).add_temporal_column(
+            "accounts", sa.Column("tier", sa.String(20)), fill="basic")
+        assert triggers.up_to_date(conn, "accounts")
+    raw = Raw(engine.url)
+    raw.begin()
+    raw.run("UPDATE accounts SET name = 'a3' WHERE id = 1")
+    raw.commit()
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT name, tier, expired_at IS NULL FROM accounts "
+                                 "ORDER BY created_at")).all()
+    assert [tuple(r) for r in rows] == [("a", "basic", False), ("a2", "basic", False),
+                                        ("a3", "basic", True)]  # the new column carried
+    with engine.begin() as conn:
+        Operations(MigrationContext.configure(conn)).make_plain("accounts")
+        assert not triggers.installed(conn, "accounts")
+    raw.begin()
+    raw.run("UPDATE accounts SET name = 'plain' WHERE id = 1")
+    raw.commit()
+    raw.close()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM accounts")).scalars().all() == ["plain"]
+
+
+def test_sqlite_db_upgrade_reinstalls_triggers_after_a_plain_alter_table(
+        sqlite_url: URL) -> None:
+    engine = sa.create_engine(sqlite_url)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE lines ADD COLUMN note VARCHAR(20)")
+        assert not triggers.up_to_date(conn, "lines")
+    catalog.upgrade(engine)
+    with engine.begin() as conn:
+        assert triggers.up_to_date(conn, "lines")
+    raw = Raw(sqlite_url)
+    raw.begin()
+    raw.run("INSERT INTO lines (order_no, line_no, sku, qty, note) VALUES ('o', 1, 's', 1, 'n')")
+    raw.run("UPDATE lines SET qty = 2 WHERE order_no = 'o'")
+    raw.commit()
+    raw.close()
+    with engine.connect() as conn:
+        notes = conn.execute(text("SELECT note, qty FROM lines WHERE order_no = 'o' "
+                                  "ORDER BY created_at")).all()
+    assert [tuple(r) for r in notes] == [("n", 1), ("n", 2)]
+    engine.dispose()
+
+
+def test_sqlite_an_export_waits_for_an_open_raw_writer(sqlite_url: URL, tmp_path: Path) -> None:
+    from temporal import clock
+    from temporal.export import ExportError
+
+    engine = sa.create_engine(sqlite_url)
+    Base.metadata.create_all(engine)
+    raw = Raw(sqlite_url)
+    raw.begin()
+    raw.run("INSERT INTO customers (id, name, tier, status, revision_note) "
+            "VALUES (1, 'late', 'basic', 'active', 'x')")  # holds the write lock
+    at = clock.now()
+    with pytest.raises(ExportError, match="held the database"):
+        export(engine, tmp_path / "e", as_of=at, tables=["customers"], wait=0.3)
+    raw.commit()
+    first = export(engine, tmp_path / "e2", as_of=at, tables=["customers"], wait=5)
+    assert first.files[0].rows == 1
+    raw.begin()  # a raw statement after the export stamps later than its as_of
+    raw.run("UPDATE customers SET name = 'later' WHERE id = 1")
+    raw.commit()
+    again = export(engine, tmp_path / "e3", as_of=at, tables=["customers"], wait=5)
+    assert again.content_digest == first.content_digest
+    raw.close()
+    engine.dispose()
