@@ -22,6 +22,7 @@ from sqlalchemy.orm.base import NO_VALUE as _NO_VALUE
 from sqlalchemy.orm.state import InstanceState
 
 _installed = False
+_originals: dict[str, Any] = {}
 
 
 def route_identity_lookups(
@@ -31,8 +32,8 @@ def route_identity_lookups(
     if _installed:
         return
     _installed = True
-    get_impl = Session._get_impl
-    identity_lookup = Session._identity_lookup
+    get_impl = _originals["_get_impl"] = Session._get_impl
+    identity_lookup = _originals["_identity_lookup"] = Session._identity_lookup
 
     def _get_impl(self: Session, *args: Any, **kw: Any) -> Any:
         if kw.get("identity_token") is None and kw.get("options"):
@@ -50,6 +51,14 @@ def route_identity_lookups(
 
     Session._get_impl = _get_impl  # type: ignore[method-assign]
     Session._identity_lookup = _identity_lookup  # type: ignore[method-assign]
+
+
+def original_identity_lookups() -> dict[str, Any]:
+    """SQLAlchemy's own ``Session._get_impl`` / ``_identity_lookup`` (for tests that
+    pin the signatures the wrappers rely on)."""
+    if not _installed:
+        return {"_get_impl": Session._get_impl, "_identity_lookup": Session._identity_lookup}
+    return dict(_originals)
 
 
 def update_values(statement: Any) -> list[tuple[Any, Any]]:

@@ -52,7 +52,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
-from temporal import _backend, catalog, guard, triggers
+from temporal import _backend, catalog, guard, hooks, triggers
 from temporal.clock import aware, isoformat
 from temporal.errors import TemporalError
 from temporal.model import (
@@ -62,6 +62,7 @@ from temporal.model import (
     TTL_INFO,
     _temporal_table_args,
     current_index,
+    split_indexes,
 )
 from temporal.types import UTCDateTime
 
@@ -511,10 +512,13 @@ def _temporal_target(old: Table, ttl: timedelta | None) -> Table:
                 for ix in old.indexes
                 if ix.unique and (cols := [c.name for c in ix.columns]) and set(cols) <= by_name]
     args = [*columns, *uniques, *_kept_constraints(old), *_plain_indexes(old, set())]
+    hooks.install()
     info: dict[str, Any] = {TEMPORAL_INFO: True}
     if ttl is not None:
         info[TTL_INFO] = max(1, round(ttl.total_seconds()))
-    return Table(name, metadata, *_temporal_table_args(name, tuple(args)), info=info)
+    table = Table(name, metadata, *_temporal_table_args(name, tuple(args)), info=info)
+    split_indexes(table)
+    return table
 
 
 def _own_name(table: str, columns: list[str], name: str) -> str | None:

@@ -19,12 +19,14 @@ A version is valid on ``[created_at, expired_at)``.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import Column, Identity, Index, Integer, MetaData, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from temporal import hooks
 from temporal.types import UTCDateTime
 
 CREATED_AT = "created_at"
@@ -59,13 +61,16 @@ class Temporal:
 
     @classmethod
     def __table_cls__(cls, name: str, metadata: MetaData, *args: Any, **kw: Any) -> Table:
+        hooks.install()  # the first temporal table: now the session listeners matter
         info = {**kw.pop("info", {}), TEMPORAL_INFO: True}
         ttl = cls.__temporal_ttl__
         if ttl is not None:
             if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
                 raise TypeError(f"{cls.__name__}.__temporal_ttl__ must be a positive timedelta")
             info[TTL_INFO] = max(1, round(ttl.total_seconds()))
-        return Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
+        table = Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
+        split_indexes(table)
+        return table
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:
@@ -121,6 +126,42 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
                      postgresql_where=expired_at.isnot(None),
                      sqlite_where=expired_at.isnot(None)))
     return out
+
+
+def split_indexes(table: Table) -> None:
+    """Each of the model's own plain indexes serves current reads over current rows only.
+
+    With 100 versions per row, an index over every version makes a range scan on
+    current rows read 100 entries per row it returns. So a non-unique index the
+    model declares (``index=True`` or ``Index(...)``, without a WHERE of its own and
+    not on the period columns) becomes partial, ``WHERE expired_at IS NULL``, under
+    its own name, and gets a full twin ``<name>_history`` for as-of and history reads.
+    """
+    ours = {f"{table.name}_current", f"{table.name}_expired_at"}
+    current = table.c[EXPIRED_AT].is_(None)
+    for index in list(table.indexes):
+        name = index.name if isinstance(index.name, str) else None
+        options = dict(index.dialect_kwargs)
+        if index.unique or name is None or name in ours or name.endswith(HISTORY) \
+                or any(key.endswith("_where") and value is not None
+                       for key, value in options.items()) \
+                or any(c.name in _PERIOD for c in index.columns):
+            continue
+        Index(history_index_name(name), *index.expressions, **options)
+        index.dialect_kwargs["postgresql_where"] = current
+        index.dialect_kwargs["sqlite_where"] = current
+
+
+HISTORY = "_history"
+
+
+def history_index_name(name: str) -> str:
+    """``<name>_history``, shortened with a digest past PostgreSQL's 63 bytes."""
+    full = name + HISTORY
+    if len(full.encode()) <= 63:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name.encode()[:46].decode(errors='ignore')}_{digest}{HISTORY}"
 
 
 def current_index(name: str, columns: list[Column[Any]], current: Any) -> Index:

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, and_, event, false, inspect, or_, select
+from sqlalchemy import Row, Select, Table, and_, false, inspect, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.orm.interfaces import UserDefinedOption
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
-from temporal import _compat, archival
+from temporal import _compat, archival, hooks
 from temporal.clock import aware
 from temporal.errors import UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
@@ -107,7 +107,7 @@ _CURRENT = with_loader_criteria(
 )
 
 
-@event.listens_for(Session, "do_orm_execute")
+@hooks.on(Session, "do_orm_execute")
 def _read_in_time(state: ORMExecuteState) -> None:
     if not state.is_select:
         return
@@ -171,7 +171,7 @@ def _with_archive(state: ORMExecuteState) -> None:
     state.statement = statement
 
 
-_compat.route_identity_lookups(_slice_of, is_slice_token)
+hooks.when_installed(lambda: _compat.route_identity_lookups(_slice_of, is_slice_token))
 
 
 # -- periods -------------------------------------------------------------------

@@ -32,7 +32,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
 
-from temporal import _compat
+from temporal import _compat, hooks
 from temporal.errors import ReadOnlyError, UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table
 from temporal.query import is_slice_token
@@ -159,7 +159,7 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, target: Any) -> 
     )
 
 
-@event.listens_for(Session, "before_flush")
+@hooks.on(Session, "before_flush")
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     for obj in session.dirty:
         state = instance_state(obj)

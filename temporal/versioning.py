@@ -44,7 +44,6 @@ from sqlalchemy import (
     cast,
     column,
     delete,
-    event,
     func,
     insert,
     literal,
@@ -60,7 +59,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
-from temporal import _backend, catalog
+from temporal import _backend, catalog, hooks
 from temporal.errors import ConflictError
 from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 
@@ -114,7 +113,7 @@ def wrote_versions(conn: Connection) -> bool:
     return tx is not None and bool(tx.written)
 
 
-@event.listens_for(Engine, "rollback_savepoint")
+@hooks.on(Engine, "rollback_savepoint")
 def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
     """A rolled-back savepoint takes this transaction's scratch state with it.
 
@@ -135,7 +134,7 @@ def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
         tx.reassert = True
 
 
-@event.listens_for(Engine, "commit")
+@hooks.on(Engine, "commit")
 def _release_stamp(conn: Connection) -> None:
     """SQLite: a committing library transaction stops lending its stamp to raw statements."""
     root = conn.get_transaction()

@@ -425,7 +425,7 @@ def test_triggers_come_with_create_all_and_db_upgrade_and_status_shows_them(
         assert triggers.installed(conn, "customers") and triggers.installed(conn, "lines")
         assert not triggers.installed(conn, "regions")
     assert all(t.guarded for t in catalog.status(db).tables)
-    catalog.downgrade(db, "0003")  # as if made by a library without them
+    catalog.downgrade(db, "0004")  # as if made by a library without them
     with db.connect() as conn:
         assert not triggers.installed(conn, "customers")
     assert not any(t.guarded for t in catalog.status(db).tables)

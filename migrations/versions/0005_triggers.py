@@ -4,8 +4,8 @@ Installs ``temporal.triggers`` on every registered table and its archive
 (PL/pgSQL triggers on PostgreSQL, triggers on SQLite), so writers that never
 import the library keep history as the library does.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 from temporal import triggers
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
