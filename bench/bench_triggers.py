@@ -10,8 +10,8 @@ medians over interleaved rounds, measured in this run:
 * 5,000 single-row ``UPDATE ... WHERE id = ?`` in one transaction, on a table of
   25,000 rows: versioned / plain (goal <= 2);
 * one set-based ``UPDATE`` of all 25,000 rows: versioned / plain (goal <= 3);
-* the same two without the no-overlap guard (``guard.py``'s GiST exclusion
-  constraint, which every versioned write pays, the library's too): what the
+* the same two without the overlap guard (``guard.py``'s statement triggers,
+  which every versioned write pays, the library's too): what the
   triggers themselves cost;
 * the same two on the anchors: the PostgreSQL ``periods`` extension (system
   versioning, a history table; when the extension is installed on the server)
@@ -304,9 +304,9 @@ def main() -> None:
           "pg plain single", 2)
     ratio(f"raw set-based UPDATE of {ROWS:,} rows, temporal triggers / plain", "pg versioned set",
           "pg plain set", 3)
-    ratio("  the same without the no-overlap guard (issue 10's GiST), single-row",
+    ratio("    without the overlap guard (guard.py), single-row",
           "pg unguarded single", "pg plain single")
-    ratio("  the same without the no-overlap guard (issue 10's GiST), set-based",
+    ratio("    without the overlap guard (guard.py), set-based",
           "pg unguarded set", "pg plain set")
     if with_periods:
         ratio("  anchor: periods extension, single-row / plain", "pg periods single",

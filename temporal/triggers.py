@@ -33,9 +33,12 @@ first, library or trigger, in the same way (:mod:`temporal._backend`: the
 transaction id first, then the clock, unique among transactions in flight),
 so raw and library writes in one transaction share it, and exports wait for
 raw writers exactly as for the library's. BEFORE ROW triggers (PL/pgSQL) stamp
-the new row and skip history; an AFTER ROW trigger copies the old version into
-history. Row level on purpose: a statement-level trigger over transition tables
-would make every UPDATE capture its old rows, the library's included.
+the new row and skip history; one AFTER STATEMENT trigger copies the old
+versions into history from the statement's transition table, set-based (a
+row-level copy measured 4x slower: every copy is a statement of its own, which
+the overlap guard probes). The library's statements skip that trigger through
+its WHEN clause; what they pay is the capture of their old rows, a tuple copy
+each (``bench/bench_triggers.py`` compares them with and without the triggers).
 
 **SQLite.** Triggers cannot tell one transaction from the next there, so a
 raw statement gets a stamp of its own from the library's clock table (one per
@@ -140,7 +143,10 @@ BEGIN
     IF OLD.created_at = stamp THEN
         RETURN NEW;  -- this transaction's own version: changed in place
     END IF;
-    NEW.created_at := stamp;  -- the AFTER trigger copies the old version into history
+    NEW.created_at := stamp;
+    IF current_setting('temporal.copy', true) IS DISTINCT FROM 'update' THEN
+        PERFORM set_config('temporal.copy', 'update', true);  -- the statement trigger copies
+    END IF;
     RETURN NEW;
 END $$;
 
@@ -151,6 +157,9 @@ BEGIN
     END IF;
     IF OLD.created_at > temporal_stamp() THEN
         PERFORM temporal_conflict(TG_TABLE_NAME);
+    END IF;
+    IF current_setting('temporal.copy', true) IS DISTINCT FROM 'delete' THEN
+        PERFORM set_config('temporal.copy', 'delete', true);
     END IF;
     RETURN OLD;
 END $$;
@@ -192,16 +201,23 @@ def _pg_install(conn: Connection, table: str, key: Sequence[str]) -> None:
     t = q(table)
     _pg(conn, _PG_FUNCTIONS)
     stamp, working = _PG_STAMP, _PG_WORKING
-    # Every current version a raw statement changed or deleted becomes history: an
-    # AFTER ROW trigger copies it, expired at the stamp. Row level, so that the
-    # library's statements (which its WHEN lets by) pay no transition-table capture.
-    for what, end in (("update", "NEW.created_at"), ("delete", "temporal_stamp()")):
+    # Every current version a raw statement changed or deleted becomes history, copied from
+    # the transition table in one INSERT. (A row of the same statement that the library's
+    # expire shape let through keeps its own version, and its copy would collide with it
+    # on the primary key: such a statement is refused, not mis-versioned.)
+    for what in ("update", "delete"):
         _pg(conn, f"""
 CREATE OR REPLACE FUNCTION {q(_name(table, what + '_copy'))}() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    stamp timestamptz := temporal_stamp();
 BEGIN
-    INSERT INTO {t} SELECT copy.* FROM  -- in FROM: one call, not one per column
-        jsonb_populate_record(OLD, jsonb_build_object('expired_at', {end})) copy;
+    PERFORM set_config('temporal.copy', '', true);
+    PERFORM set_config('temporal.maintenance', 'on', true);
+    INSERT INTO {t} SELECT copy.* FROM temporal_old o,  -- in FROM: one call per row
+        LATERAL jsonb_populate_record(o::{t}, jsonb_build_object('expired_at', stamp)) copy
+        WHERE o.expired_at IS NULL AND o.created_at < stamp;
+    PERFORM set_config('temporal.maintenance', '', true);
     RETURN NULL;
 END $$""")
     library_update = (
@@ -220,24 +236,24 @@ END $$""")
         changed_key = f"ROW({old_key}) IS DISTINCT FROM ROW({new_key})"
     statements = [
         f"CREATE TRIGGER {q(_name(table, 'insert'))} BEFORE INSERT ON {t} FOR EACH ROW "
-        f"WHEN ({working} AND NOT coalesce(NEW.created_at = {stamp} AND NEW.expired_at IS NULL"
-        f" OR NEW.created_at < {stamp} AND NEW.expired_at = {stamp}, false)) "  # the copies
-        "EXECUTE FUNCTION temporal_versioned_insert()",
+        f"WHEN ({working} AND (NEW.created_at IS NULL OR NEW.created_at IS DISTINCT FROM "
+        f"{stamp} OR NEW.expired_at IS NOT NULL)) EXECUTE FUNCTION temporal_versioned_insert()",
         f"CREATE TRIGGER {q(_name(table, 'key'))} BEFORE UPDATE OF "
         f"{', '.join(q(k) for k in key)} ON {t} FOR EACH ROW "
         f"WHEN ({working} AND {changed_key}) EXECUTE FUNCTION temporal_versioned_key()",
         f"CREATE TRIGGER {q(_name(table, 'update'))} BEFORE UPDATE ON {t} FOR EACH ROW "
         f"WHEN ({working} AND NOT coalesce({library_update}, false)) "
         "EXECUTE FUNCTION temporal_versioned_update()",
-        f"CREATE TRIGGER {q(_name(table, 'update_copy'))} AFTER UPDATE ON {t} FOR EACH ROW "
-        f"WHEN ({working} AND OLD.expired_at IS NULL AND NEW.expired_at IS NULL "
-        "AND OLD.created_at < NEW.created_at) "  # re-stamped by the row trigger above
+        f"CREATE TRIGGER {q(_name(table, 'update_copy'))} AFTER UPDATE ON {t} "
+        "REFERENCING OLD TABLE AS temporal_old FOR EACH STATEMENT "
+        "WHEN (current_setting('temporal.copy', true) = 'update') "
         f"EXECUTE FUNCTION {q(_name(table, 'update_copy'))}()",
         f"CREATE TRIGGER {q(_name(table, 'delete'))} BEFORE DELETE ON {t} FOR EACH ROW "
         f"WHEN ({working} AND NOT coalesce(OLD.created_at = {stamp} "
         "AND OLD.expired_at IS NULL, false)) EXECUTE FUNCTION temporal_versioned_delete()",
-        f"CREATE TRIGGER {q(_name(table, 'delete_copy'))} AFTER DELETE ON {t} FOR EACH ROW "
-        f"WHEN ({working} AND OLD.expired_at IS NULL AND OLD.created_at < {stamp}) "
+        f"CREATE TRIGGER {q(_name(table, 'delete_copy'))} AFTER DELETE ON {t} "
+        "REFERENCING OLD TABLE AS temporal_old FOR EACH STATEMENT "
+        "WHEN (current_setting('temporal.copy', true) = 'delete') "
         f"EXECUTE FUNCTION {q(_name(table, 'delete_copy'))}()",
     ]
     for statement in statements:
@@ -339,7 +355,7 @@ def _sqlite_install(conn: Connection, table: str, key: Sequence[str]) -> None:
     shown = table.replace("'", "''")
     columns = [c["name"] for c in inspect(conn).get_columns(table)]
     data = [c for c in columns if c not in ("created_at", "expired_at")]
-    names = _sqlite_columns(conn, table)
+    names = ", ".join(q(c) for c in [*data, "created_at", "expired_at"])
 
     def values(row: str, created: str, expired: str) -> str:
         return ", ".join([*(f"{row}.{q(c)}" for c in data), created, expired])
