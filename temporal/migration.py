@@ -62,6 +62,7 @@ from temporal.model import (
     TTL_INFO,
     _temporal_table_args,
     current_index,
+    history_index_name,
     split_indexes,
 )
 from temporal.types import UTCDateTime
@@ -277,8 +278,15 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
         for index in old.indexes:
             if index.unique:
                 operations.drop_index(str(index.name), name)
+        existing = {str(i.name) for i in old.indexes if not i.unique}
+        quote = conn.dialect.identifier_preparer.quote
+        for index, history in _split_pairs(new):
+            if index.name in existing:  # the full index lives on as the history twin
+                conn.exec_driver_sql(f"ALTER INDEX {quote(str(index.name))} "
+                                     f"RENAME TO {quote(history)}")
+                existing = (existing - {str(index.name)}) | {history}
         for index in new.indexes:
-            if index.name not in {i.name for i in old.indexes if not i.unique}:
+            if str(index.name) not in existing:
                 conn.execute(CreateIndex(index))
         catalog.register(conn, name, key, op.ttl)
         guard.install(conn, name, key)
@@ -304,6 +312,12 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
         for index in old.indexes:
             if index.name in (f"{name}_current", f"{name}_expired_at") or index in uniques:
                 conn.execute(DropIndex(index))
+        quote = conn.dialect.identifier_preparer.quote
+        for index, history in _split_pairs(old):
+            # The full twin becomes the index again (the partial one would go with
+            # expired_at anyway).
+            conn.execute(DropIndex(index))
+            conn.exec_driver_sql(f"ALTER INDEX {quote(history)} RENAME TO {quote(str(index.name))}")
         pk_name = _pk_name(old)
         operations.drop_constraint(pk_name, name, type_="primary")
         operations.create_primary_key(pk_name, name, key)
@@ -541,9 +555,17 @@ def _plain_target(old: Table, key: list[str]) -> Table:
         columns.append(copy)
     uniques = [UniqueConstraint(*[c.name for c in ix.columns], name=ix.name)
                for ix in old.indexes if _current_unique(ix, name)]
-    skip = {f"{name}_current", f"{name}_expired_at"}
+    skip = {f"{name}_current", f"{name}_expired_at", *(h for _, h in _split_pairs(old))}
     return Table(name, metadata, *columns, *uniques, *_kept_constraints(old),
                  *_plain_indexes(old, skip))
+
+
+def _split_pairs(table: Table) -> list[tuple[Index, str]]:
+    """(partial index, name of its full ``_history`` twin) of a temporal table's own
+    indexes (``model.split_indexes``)."""
+    names = {ix.name for ix in table.indexes}
+    return [(ix, history_index_name(str(ix.name))) for ix in table.indexes
+            if not ix.unique and history_index_name(str(ix.name)) in names]
 
 
 def _copy_shape(old: Table, *, add: Sequence[Column[Any]] = (), drop: str | None = None

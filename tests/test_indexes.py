@@ -156,3 +156,33 @@ def test_db_upgrade_splits_the_full_indexes_of_existing_tables(
     assert _levels(engine, top, top + 9) == list(range(top, top + 10))
     assert _levels(engine, 1000, 1009, at=moments[1]) == list(range(1000, 1010))
 
+
+
+def test_make_temporal_splits_a_plain_index_and_make_plain_restores_it(engine: Engine) -> None:
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    md = sa.MetaData()
+    sa.Table("gauges", md, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("level", sa.Integer, index=True))
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO gauges (id, level) VALUES (1, 10), (2, 20)"))
+
+    def shape() -> dict[str, tuple[list[Any], bool]]:
+        with engine.connect() as conn:
+            found = sa.inspect(conn).get_indexes("gauges")
+        return {ix["name"]: (list(ix["column_names"]), "expired_at is null" in str(
+            (ix.get("dialect_options") or {}).get("postgresql_where")
+            or (ix.get("dialect_options") or {}).get("sqlite_where")).lower())
+            for ix in found if ix["name"] in ("ix_gauges_level", "ix_gauges_level_history")}
+
+    with engine.begin() as conn:
+        Operations(MigrationContext.configure(conn)).make_temporal("gauges")
+    assert shape() == {"ix_gauges_level": (["level"], True),
+                       "ix_gauges_level_history": (["level"], False)}
+    with engine.begin() as conn:
+        Operations(MigrationContext.configure(conn)).make_plain("gauges")
+    assert shape() == {"ix_gauges_level": (["level"], False)}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM gauges WHERE level = 20")).scalar() == 2
