@@ -11,9 +11,12 @@ from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewri
 from temporal import catalog as _catalog  # noqa: F401  (registers tables on CREATE)
 from temporal import conflicts as _conflicts  # noqa: F401  (lost races -> ConflictError)
 from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
+from temporal import references as _references  # noqa: F401  (foreign keys to temporal tables)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
 from temporal.archival import ArchivedError, ArchiverBusyError, ArchiveSummary, archive
+from temporal.association import association_table
+from temporal.changes import Change, changes, iter_changes
 from temporal.errors import (
     ConflictError,
     ExportError,
@@ -36,6 +39,7 @@ __all__ = [
     "ArchiveSummary",
     "ArchivedError",
     "ArchiverBusyError",
+    "Change",
     "ConflictError",
     "ExportError",
     "InvalidTimeError",
@@ -50,8 +54,11 @@ __all__ = [
     "__version__",
     "archive",
     "as_of",
+    "association_table",
+    "changes",
     "export",
     "history",
+    "iter_changes",
     "load",
     "period_predicate",
     "transaction_time",

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.base import NO_VALUE as _NO_VALUE
+from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
 
 _installed = False
@@ -110,3 +111,102 @@ def expire_attributes(state: InstanceState[Any], keys: list[str]) -> None:
     state._expire_attributes(state.dict, keys)
 
 
+
+
+def constraint_column_names(constraint: Any) -> list[str]:
+    """Column names a table-level constraint was declared with, before it is attached."""
+    return [getattr(c, "name", c) for c in constraint._pending_colargs]
+
+
+# -- many-to-many through a temporal association table ----------------------------------
+
+def _orm_class(module: Any, *names: str) -> Any:
+    """A class SQLAlchemy 2.1 renamed with a leading underscore (2.0 spells it without)."""
+    for name in names:
+        found = getattr(module, name, None)
+        if found is not None:
+            return found
+    raise ImportError(f"sqlalchemy.orm has none of {names}")  # pragma: no cover
+
+
+def extend_secondary_joins(extend: Callable[[Any, Any, Any], Any]) -> None:
+    """Let ``extend(secondary, primaryjoin, secondaryjoin)`` rewrite a relationship's
+    secondary join as soon as the ORM has determined it.
+
+    Every loading style (lazy, joined, selectin, subquery, ``join()``,
+    ``any()``/``has()``, dynamic) builds on these two join conditions, so a
+    criterion added here reaches them all.
+    """
+    from sqlalchemy.orm import relationships
+
+    join_condition = _orm_class(relationships, "_JoinCondition", "JoinCondition")
+    if getattr(join_condition, "_temporal_extended", False):
+        return
+    determine = join_condition._determine_joins
+
+    def _determine_joins(self: Any) -> None:
+        determine(self)
+        if self.secondary is not None and self.secondaryjoin is not None:
+            self.secondaryjoin = extend(self.secondary, self.primaryjoin, self.secondaryjoin)
+
+    join_condition._determine_joins = _determine_joins
+    join_condition._temporal_extended = True
+
+
+def route_secondary_writes(
+    owns: Callable[[Any], bool],
+    write: Callable[[Any, Any, list[dict[str, Any]], list[dict[str, Any]],
+                     list[dict[str, Any]]], None],
+) -> None:
+    """Hand the unit of work's association-row INSERTs and DELETEs for tables that
+    ``owns`` accepts to ``write(connection, table, inserts, updates, deletes)``.
+
+    The ORM has computed those rows (both sides of the relationship merged,
+    deleted parents included); only the statements that apply them change.
+    """
+    from sqlalchemy.orm import dependency
+
+    processor = _orm_class(dependency, "_ManyToManyDP", "ManyToManyDP")
+    if getattr(processor, "_temporal_routed", False):
+        return
+    run_crud = processor._run_crud
+
+    def _run_crud(self: Any, uowcommit: Any, inserts: Any, updates: Any, deletes: Any) -> None:
+        if not owns(self.secondary):
+            run_crud(self, uowcommit, inserts, updates, deletes)
+            return
+        connection = uowcommit.transaction.connection(self.mapper)
+        write(connection, self.secondary, inserts, updates, deletes)
+
+    processor._run_crud = _run_crud
+    processor._temporal_routed = True
+
+
+def scope_collection_reads(option_for: Callable[[InstanceState[Any]], Any]) -> None:
+    """Dynamic (``lazy="dynamic"``) and write-only collections read with the
+    loader option ``option_for(parent_state)`` returns (None: no option).
+
+    Their queries are built from the parent's key alone, without the load
+    options a lazy load carries, so an as-of parent would read the present.
+    """
+    from sqlalchemy.orm import dynamic, writeonly
+
+    appender = _orm_class(dynamic, "_AppenderMixin", "AppenderMixin")
+    if getattr(appender, "_temporal_scoped", False):
+        return
+    generate = appender._generate
+    select_rows = writeonly.WriteOnlyCollection.select
+
+    def _generate(self: Any, sess: Any = None) -> Any:
+        query = generate(self, sess)
+        option = option_for(instance_state(self.instance))
+        return query if option is None else query.options(option)
+
+    def select(self: Any) -> Any:
+        statement = select_rows(self)
+        option = option_for(instance_state(self.instance))
+        return statement if option is None else statement.options(option)
+
+    appender._generate = _generate
+    appender._temporal_scoped = True
+    writeonly.WriteOnlyCollection.select = select  # type: ignore[method-assign]

@@ -19,8 +19,8 @@ with the same columns, created on first use. Current rows never move.
   ``CHECK (expired_at IS NOT NULL)`` lets the planner skip the archive for
   current-row reads and writes. SQLite has no inheritance: exports,
   ``history()`` and ``versions()`` read both tables, and an ORM ``as_of(t)``
-  read earlier than the archived horizon raises :class:`ArchivedError`
-  instead of answering from incomplete history.
+  read earlier than the archived horizon reads the union of both
+  (``archive_reads.py``), so the same code reads the same past on both.
 """
 
 from __future__ import annotations
@@ -300,22 +300,6 @@ def all_versions(conn: Connection, table: Table) -> FromClause:
                      *[Column(c.name, c.type) for c in table.c])
     union = union_all(select(*table.c), select(*archived.c))
     return union.subquery(table.name)
-
-
-def check_horizon(conn: Connection, table_names: list[str], at: datetime) -> None:
-    """SQLite: refuse an as-of read of the hot table alone before its archived horizon."""
-    if conn.dialect.name != "sqlite" or not inspect(conn).has_table(catalog.CATALOG_TABLE):
-        return
-    rows = conn.execute(select(catalog.tables.c.table_name, catalog.tables.c.archived_through)
-                        .where(catalog.tables.c.table_name.in_(table_names),
-                               catalog.tables.c.archived_through.is_not(None)))
-    for name, through in rows:
-        if at < through:
-            raise ArchivedError(
-                f"{name}: versions that expired before {isoformat(through)} were archived to "
-                f"{archive_name(name)}, so an ORM read as of {isoformat(at)} on SQLite would "
-                "miss them; use history() or versions() (which read the archive too) or "
-                "export --as-of")
 
 
 # -- one runner at a time ----------------------------------------------------------------

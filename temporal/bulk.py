@@ -53,7 +53,13 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from temporal import _backend, _compat, hooks
 from temporal.errors import ConflictError, UnsupportedError
-from temporal.model import CREATED_AT, EXPIRED_AT, is_temporal_table, key_columns
+from temporal.model import (
+    CREATED_AT,
+    EXPIRED_AT,
+    is_temporal_table,
+    key_columns,
+    versioned_tables,
+)
 from temporal.query import is_slice_token
 from temporal.versioning import (
     _PASSES,
@@ -81,6 +87,11 @@ def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
         return None
     table = mapper.local_table
     assert isinstance(table, Table)
+    if len(versioned_tables(mapper)) > 1:
+        raise UnsupportedError(
+            f"bulk insert()/update()/delete() of {mapper.class_.__name__}, a joined-table "
+            "subclass, is not supported: its versions span several tables; change the "
+            "objects through the session instead")
     if state.session.autoflush and state.execution_options.get("autoflush", True):
         # As SQLAlchemy does before its own bulk statements: the statement must see
         # (and act on) pending changes, or they would be lost or survive a delete.

@@ -138,8 +138,9 @@ def export_command(
     query: Annotated[str | None, typer.Option("--query", metavar="SQL", help="One SELECT to "
                                               "export instead of tables; temporal tables are "
                                               "seen as of --as-of.")] = None,
-    name: Annotated[str, typer.Option("--name", metavar="NAME", help="Folder name for --query "
-                                      "output.")] = "query",
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="Folder name for "
+                                             "--query output (default query) or a join's "
+                                             "(default spine).", show_default=False)] = None,
     unversioned: Annotated[list[str] | None, typer.Option(
         "--unversioned", metavar="NAME", help="A plain table or view --query may read as it "
         "is now (recorded in the manifest); repeat for several.")] = None,
@@ -152,10 +153,38 @@ def export_command(
     signing_key_file: Annotated[Path | None, typer.Option(
         "--signing-key-file", metavar="FILE", help="Sign the manifest with the key in FILE "
         "(HMAC-SHA256, written to manifest.sig).", show_default=False)] = None,
+    spine: Annotated[Path | None, typer.Option(
+        "--spine", metavar="FILE", help="Point-in-time join: a CSV or Parquet file of events "
+        "(entity key, event time, labels).", show_default=False)] = None,
+    spine_query: Annotated[str | None, typer.Option(
+        "--spine-query", metavar="SQL", help="Point-in-time join: one SELECT giving the "
+        "events instead; the plain tables it reads are recorded as unversioned.",
+        show_default=False)] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", metavar="COLUMN", help="The spine's event-time column.", show_default=False)
+    ] = None,
+    join: Annotated[list[str] | None, typer.Option(
+        "--join", metavar="TABLE=SPINE_COLUMN", help="A temporal table to join on its key "
+        "(TABLE=COL1,COL2 for a composite key); repeat for several.", show_default=False)
+    ] = None,
     url: UrlOption = None,
 ) -> None:
-    """Export tables (or one SELECT) as they were at --as-of, with a checksum manifest."""
-    if bool(table) == bool(query):
+    """Export tables (or one SELECT) as they were at --as-of, with a checksum manifest.
+
+    With --spine or --spine-query, a point-in-time join instead: each spine row
+    gets each --join table's columns as of its own --at time, never later.
+    """
+    joined = _join_option(join or [])
+    pit = spine is not None or spine_query is not None or bool(joined) or at is not None
+    if pit and (table or query or unversioned):
+        fail("a point-in-time join (--spine/--spine-query) exports its spine; do not also "
+             "pass --table, --query or --unversioned", 2)
+    if pit and (spine is None) == (spine_query is None):
+        fail("pass one spine: --spine FILE or --spine-query SQL", 2)
+    if pit and (not at or not joined):
+        fail("a point-in-time join needs --at COLUMN and at least one --join "
+             "TABLE=SPINE_COLUMN", 2)
+    if not pit and bool(table) == bool(query):
         fail("name tables with --table, or pass --query (not both)", 2)
     if unversioned and not query:
         fail("--unversioned applies to --query only", 2)
@@ -167,13 +196,73 @@ def export_command(
         manifest = export(database_url(url), out, as_of=moment, tables=table, query=query,
                           name=name, format=fmt.value, force=force,
                           unversioned=unversioned or (), signing_key=key,
-                          wait=seconds, on_progress=report)
+                          wait=seconds, on_progress=report, spine=spine,
+                          spine_query=spine_query, at=at, join=joined or None)
     finally:
         stop()
     assert manifest.path is not None
     digest = manifest.content_digest["all"][:16]
     typer.echo(f"exported {manifest.rows:,} rows as of {manifest.as_of} to "
                f"{manifest.path.parent} ({len(manifest.files)} files, content sha256 {digest})")
+
+
+def _join_option(values: list[str]) -> dict[str, list[str]]:
+    joined: dict[str, list[str]] = {}
+    for value in values:
+        table, sep, columns = value.partition("=")
+        keys = [c.strip() for c in columns.split(",")]
+        if not sep or not table.strip() or not all(keys):
+            fail(f"--join {value!r}: write TABLE=SPINE_COLUMN (TABLE=COL1,COL2 for a "
+                 "composite key)", 2)
+        if table.strip() in joined:
+            fail(f"--join names {table.strip()} twice", 2)
+        joined[table.strip()] = keys
+    return joined
+
+
+@app.command("changes", epilog="Example: temporal changes --since 2026-03-01 --until "
+             "2026-04-01 --table customers --out changes-march")
+def changes_command(
+    since: Annotated[str, typer.Option("--since", metavar="TIME", help="Changes after this "
+                                       "moment (ISO-8601; UTC unless it has an offset), not "
+                                       "at it.")],
+    until: Annotated[str, typer.Option("--until", metavar="TIME", help="Changes up to and "
+                                       "including this moment (not in the future).")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output directory: new, "
+                                      "empty, or a previous export with --force.")],
+    table: Annotated[list[str] | None, typer.Option("--table", metavar="NAME", help="A "
+                                                    "temporal table; repeat for several "
+                                                    "(default: every one).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="File format.")] = Format.csv,
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous export in --out "
+                                        "(never anything else).")] = False,
+    wait: Annotated[str, typer.Option("--wait", metavar="DURATION", help="How long to wait for "
+                                      "writers that could still commit before --until.")
+                    ] = "30s",
+    signing_key_file: Annotated[Path | None, typer.Option(
+        "--signing-key-file", metavar="FILE", help="Sign the manifest with the key in FILE "
+        "(HMAC-SHA256, written to manifest.sig).", show_default=False)] = None,
+    url: UrlOption = None,
+) -> None:
+    """Export every change in (--since, --until] with _change_type and _commit_time."""
+    from temporal.changes import changes
+
+    start, end = parse_time(since), parse_time(until)
+    seconds = parse_duration(wait).total_seconds()
+    key = signing.read_key(signing_key_file) if signing_key_file is not None else None
+    report, stop = _progress()
+    try:
+        manifest = changes(database_url(url), out, since=start, until=end, tables=table,
+                           format=fmt.value, force=force, signing_key=key, wait=seconds,
+                           on_progress=report)
+    finally:
+        stop()
+    assert manifest.path is not None
+    digest = manifest.content_digest["all"][:16]
+    window = manifest.changes or {}
+    typer.echo(f"exported {manifest.rows:,} changes in ({window.get('since')}, "
+               f"{window.get('until')}] of {len(manifest.tables)} table(s) to "
+               f"{manifest.path.parent} (content sha256 {digest})")
 
 
 @app.command("verify", epilog="Example: temporal verify train-2026-03 --url "

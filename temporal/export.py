@@ -19,15 +19,18 @@ bytes:
   refused: the future is not written yet.
 
 Rows stream from the database to files, hashed while written; large tables
-split into parts of at most ``rows_per_file`` rows.
+split into parts of at most ``rows_per_file`` rows. A ``query`` is checked and
+run by :mod:`temporal.sandbox`; the files go to a partial folder that
+:mod:`temporal.outdir` moves into place once the manifest is written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, exc, func, select, text
 
-from temporal import _backend, outdir, pgcopy, sandbox, signing
+from temporal import _backend, authorizer, outdir, pgcopy, sandbox, signing
 from temporal._version import VERSION
 from temporal.archival import all_versions
 from temporal.catalog import temporal_shape
@@ -73,6 +76,11 @@ PG_SETTINGS = {
 }
 
 
+#: Plain tables a query may read: names, or a function of the connection and the
+#: shadowed temporal tables that gives them (a spine query may read any plain table).
+Unversioned = Sequence[str] | Callable[[Connection, dict[str, Table]], Sequence[str]]
+
+
 @dataclass
 class Progress:
     """Reported after each batch of rows: ``on_progress(Progress)``."""
@@ -96,9 +104,9 @@ class _Source:
     count: Callable[[], int] | None = None  # for progress: the rows to come
 
 
-def _temporal_table(conn: Connection, name: str) -> Table:
+def _temporal_table(conn: Connection, name: str, schema: str | None = None) -> Table:
     try:
-        table = Table(name, MetaData(), autoload_with=conn)
+        table = Table(name, MetaData(), autoload_with=conn, schema=schema)
     except exc.NoSuchTableError:
         raise ExportError(f"no table named {name!r} in this database") from None
     if temporal_shape(table) is None:
@@ -195,13 +203,14 @@ class _Snapshot:
     settings: dict[str, str] = field(default_factory=dict)
     query: sandbox.Sandboxed | None = None
     guard: Any = None  # SQLite: the authorizer, whose refusal explains a failed read
+    temporary: bool = False  # PostgreSQL: temporary objects made for the read (a spine)
 
     def close(self) -> None:
         try:
             if self.guard is not None:
-                sandbox.sqlite_release(self.conn)
+                authorizer.release(self.conn)
             self.conn.rollback()  # SQLite: drops the as-of views made in this transaction
-            if self.query is not None and self.dialect == "postgresql":
+            if (self.query is not None or self.temporary) and self.dialect == "postgresql":
                 self.conn.exec_driver_sql("DISCARD TEMP")
                 self.conn.commit()
             elif self.query is not None:
@@ -212,11 +221,15 @@ class _Snapshot:
 
 
 def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None = None,
-                   unversioned: Sequence[str] = ()) -> _Snapshot:
+                   unversioned: Unversioned = (),
+                   prepare: Callable[[Connection], None] | None = None) -> _Snapshot:
     """A read transaction in which no version stamped at or before ``at`` can still appear.
 
     With ``query``, temporal tables are replaced by as-of views, the query is
-    checked by the sandbox, and the transaction cannot write.
+    checked by the sandbox, and the transaction cannot write (``unversioned``
+    may be a function of the connection and the shadowed tables that names
+    them). ``prepare`` runs on the connection before the read begins, to create
+    temporary objects it needs (a point-in-time join's spine).
     """
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -229,10 +242,14 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
             _wait_for_writers(conn, at, wait)
         conn = engine.connect()
         checked = None
-        if query is not None:  # temp views outlive this commit; the read-only snapshot is next
+        if query is not None or prepare is not None:  # temp objects outlive this commit
             try:
-                shadows = sandbox.shadow_tables(conn, at)
-                checked = sandbox.pg_prepare(conn, query, shadows, unversioned)
+                if query is not None:
+                    shadows = sandbox.shadow_tables(conn, at)
+                    checked = sandbox.pg_prepare(conn, query, shadows,
+                                                 _named(unversioned, conn, shadows))
+                if prepare is not None:
+                    prepare(conn)
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -245,7 +262,8 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
         conn.execute(text("SET TRANSACTION READ ONLY"))
         for name, value in PG_SETTINGS.items():
             conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
-        return _Snapshot(conn, dialect, dict(PG_SETTINGS), query=checked)
+        return _Snapshot(conn, dialect, dict(PG_SETTINGS), query=checked,
+                         temporary=prepare is not None)
     if dialect != "sqlite":
         raise UnsupportedError(f"exports support PostgreSQL and SQLite, not {dialect!r}")
     from temporal import clock
@@ -262,17 +280,29 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
         raise ExportError(f"a writer held the database for more than {wait:g}s; an export "
                           "as of now must wait for it: retry, or raise the wait") from None
     snapshot = _Snapshot(conn, dialect)
+    if prepare is not None:  # its temporary objects go with this transaction's rollback
+        try:
+            prepare(conn)
+        except BaseException:
+            snapshot.close()
+            raise
     if query is not None:
         try:
             shadows = sandbox.shadow_tables(conn, at)
             conn.exec_driver_sql("PRAGMA query_only = 1")
             snapshot.query = sandbox.Sandboxed("", [])  # so close() resets query_only
-            snapshot.query, snapshot.guard = sandbox.sqlite_prepare(conn, query, shadows,
-                                                                    unversioned)
+            snapshot.query, snapshot.guard = authorizer.prepare(conn, query, shadows,
+                                                                _named(unversioned, conn,
+                                                                       shadows))
         except BaseException:
             snapshot.close()
             raise
     return snapshot
+
+
+def _named(unversioned: Unversioned, conn: Connection, shadows: dict[str, Table]
+           ) -> Sequence[str]:
+    return unversioned(conn, shadows) if callable(unversioned) else unversioned
 
 
 def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:
@@ -430,7 +460,7 @@ def export(
     as_of: datetime,
     tables: Sequence[str] | None = None,
     query: str | None = None,
-    name: str = "query",
+    name: str | None = None,
     format: str = "csv",
     force: bool = False,
     unversioned: Sequence[str] = (),
@@ -438,6 +468,10 @@ def export(
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
+    spine: str | Path | None = None,
+    spine_query: str | None = None,
+    at: str | None = None,
+    join: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Manifest:
     """Export ``tables`` (or a read-only ``query``) as of ``as_of``; return the manifest.
 
@@ -449,8 +483,24 @@ def export(
     in seconds, how long to wait for writers that could still commit a version
     as of ``as_of``. With ``signing_key``, ``manifest.sig`` proves the manifest
     came from whoever holds the key (see :mod:`temporal.signing`).
+
+    With a ``spine`` (a CSV or Parquet file) or a ``spine_query``, the export
+    is a point-in-time join instead (see :mod:`temporal.pitjoin`): each spine
+    row gets the data columns of each table in ``join`` (table -> spine key
+    column(s)) as of the row's own time in column ``at``.
     """
-    at = aware(as_of, what="as_of")
+    if spine is not None or spine_query is not None or join or at is not None:
+        if tables or query is not None or unversioned:
+            raise ExportError("a point-in-time join exports its spine; do not also name "
+                              "tables, a query or unversioned tables")
+        from temporal.pitjoin import export_join
+
+        return export_join(source, out_dir, as_of=as_of, spine=spine, spine_query=spine_query,
+                           at=at, join=join or {}, name=name or "spine", format=format,
+                           force=force, signing_key=signing_key, rows_per_file=rows_per_file,
+                           wait=wait, on_progress=on_progress)
+    name = name or "query"
+    at_ = aware(as_of, what="as_of")
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if (query is None) == (not tables):
@@ -463,7 +513,7 @@ def export(
         raise ExportError(f"the query's name {name!r} must be letters, digits, - and _")
     if rows_per_file < 1:
         raise ExportError("rows_per_file must be at least 1")
-    plan = ExportPlan(at=at, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
+    plan = ExportPlan(at=at_, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
                       on_progress=on_progress, unversioned=tuple(unversioned),
                       signing_key=signing_key)
     return run_export(source, Path(out_dir), plan, tables=tables, name=name, wait=wait)
@@ -483,6 +533,10 @@ class ExportPlan:
     copy: bool = True  # PostgreSQL CSV through COPY where every column allows it
     unversioned: tuple[str, ...] = ()
     signing_key: bytes | None = field(default=None, repr=False)
+    # Change feeds (temporal.changes) and point-in-time joins (temporal.pitjoin):
+    changes: dict[str, str] | None = None  # the manifest's since/until
+    spine: dict[str, Any] | None = None  # the manifest's spine, keys and tables
+    attachments: tuple[tuple[str, Path], ...] = ()  # (path in the export, file) copied in
 
 
 def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,
@@ -508,6 +562,30 @@ def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Seq
             snapshot.close()
 
 
+def export_sources(source: str | Engine, out: Path, plan: ExportPlan, *, wait: float,
+                   sources: Callable[[_Snapshot], list[_Source]], tables: list[str],
+                   query: str | None = None, unversioned: Unversioned = (),
+                   prepare: Callable[[Connection], None] | None = None) -> Manifest:
+    """The export pipeline for rows from elsewhere (a change feed, a join): a snapshot
+    as of ``plan.at``, then ``sources(snapshot)`` written and described like tables."""
+    if plan.digest not in DIGEST_ROWS:
+        raise ExportError(f"unknown content digest algorithm {plan.digest!r}")
+    with engine_for(source) as engine:
+        protect = _database_files(engine)
+        outdir.check(out, plan.force, protect)
+        snapshot = _open_snapshot(engine, plan.at, wait, query, unversioned, prepare)
+        try:
+            chosen = sources(snapshot)
+            with outdir.staging(out, plan.force, protect) as partial:
+                manifest = _export_in(snapshot, partial, chosen, plan, tables=tables)
+                if plan.signing_key is not None:
+                    signing.sign(partial / MANIFEST_NAME, plan.signing_key)
+            manifest.path = out / MANIFEST_NAME
+            return manifest
+        finally:
+            snapshot.close()
+
+
 def _database_files(engine: Engine) -> list[Path]:
     """The files of a SQLite database (an export must never replace them)."""
     database = engine.url.database if engine.dialect.name == "sqlite" else None
@@ -516,9 +594,11 @@ def _database_files(engine: Engine) -> list[Path]:
     return [Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
 
 
-def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan
-               ) -> Manifest:
+def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan,
+               tables: list[str] | None = None) -> Manifest:
     conn = snapshot.conn
+    for inside, original in plan.attachments:
+        shutil.copyfile(original, out / inside)
     digest = hashlib.sha256()
     files: list[FileEntry] = []
     per_table: dict[str, str] = {}
@@ -531,7 +611,8 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
     manifest = Manifest(
         as_of=isoformat(plan.at), format=fmt,
         writer={**SETTINGS[fmt], "rows_per_file": plan.rows_per_file},
-        tables=[] if plan.query is not None else [s.name for s in sources], query=plan.query,
+        tables=tables if tables is not None else
+        [] if plan.query is not None else [s.name for s in sources], query=plan.query,
         schema={s.name: [{"name": c, "type": t} for c, t in zip(s.columns, s.types, strict=True)]
                 for s in sources},
         order_by={s.name: s.order_by for s in sources}, files=files,
@@ -542,6 +623,7 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
                   "server_version": ".".join(str(p) for p in server)},
         settings=snapshot.settings,
         unversioned=list(snapshot.query.unversioned) if snapshot.query is not None else [],
+        changes=plan.changes, spine=plan.spine,
     )
     manifest.write(out)
     return manifest

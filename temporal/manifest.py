@@ -165,10 +165,14 @@ class Manifest:
     settings: dict[str, str]
     # Plain tables or views a query read as they were at export time (not reproducible).
     unversioned: list[str] = field(default_factory=list)
+    # A change feed's window (``since``/``until``; ``as_of`` is ``until``), and a
+    # point-in-time join's spine, keys and tables: keys present only in such exports.
+    changes: dict[str, str] | None = None
+    spine: dict[str, Any] | None = None
     path: Path | None = field(default=None, compare=False)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             "format_version": FORMAT_VERSION,
             "as_of": self.as_of,
             "tables": self.tables,
@@ -184,6 +188,11 @@ class Manifest:
             "database": self.database,
             "settings": self.settings,
         }
+        if self.changes is not None:
+            body["changes"] = self.changes
+        if self.spine is not None:
+            body["spine"] = self.spine
+        return body
 
     def to_json(self) -> str:
         body = self.body()
@@ -237,7 +246,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
             order_by=body["order_by"], files=[FileEntry(**f) for f in body["files"]],
             content_digest=body["content_digest"], library=body["library"],
             database=body["database"], settings=body["settings"],
-            unversioned=body.get("unversioned", []), path=path,
+            unversioned=body.get("unversioned", []), changes=body.get("changes"),
+            spine=body.get("spine"), path=path,
         )
     except (KeyError, TypeError) as error:
         raise ManifestError(f"{path} is missing or mangles a key ({error})") from None
@@ -283,6 +293,11 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "library": {"type": "object"},
         "database": {"type": "object", "description": "dialect and server version; no URL"},
         "settings": {"type": "object", "description": "session settings pinned for the read"},
+        "changes": {"type": "object", "required": ["since", "until"], "description":
+                    "a change feed: every change in (since, until]"},
+        "spine": {"type": "object", "required": ["at", "join"], "description":
+                  "a point-in-time join: the spine (query, or file with sha256), its time "
+                  "column, each joined table's spine and key columns"},
         "manifest_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     },
 }

@@ -15,18 +15,37 @@ primary key ``(key, created_at)``.
 Two columns are added: ``created_at`` (when the version began) and
 ``expired_at`` (when it ended, NULL while current), both timezone-aware UTC.
 A version is valid on ``[created_at, expired_at)``.
+
+A model's own ``__mapper_args__`` and ``__table_args__`` (a key declared with
+``PrimaryKeyConstraint`` included) merge with the mixin's. Single-table
+subclasses share their parent's table; a joined-table subclass gets the period
+columns as well and keeps its versions in step with its parent's: the mapper
+joins the two tables on ``(key, created_at)``, and the unit of work writes a
+version in every table of the object whenever it changes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Identity, Index, Integer, MetaData, Table, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    UniqueConstraint,
+    and_,
+)
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from temporal import hooks
+from temporal import _compat, hooks
+from temporal.errors import UnsupportedError
 from temporal.types import UTCDateTime
 
 CREATED_AT = "created_at"
@@ -61,20 +80,100 @@ class Temporal:
 
     @classmethod
     def __table_cls__(cls, name: str, metadata: MetaData, *args: Any, **kw: Any) -> Table:
-        hooks.install()  # the first temporal table: now the session listeners matter
-        info = {**kw.pop("info", {}), TEMPORAL_INFO: True}
-        ttl = cls.__temporal_ttl__
-        if ttl is not None:
-            if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
-                raise TypeError(f"{cls.__name__}.__temporal_ttl__ must be a positive timedelta")
-            info[TTL_INFO] = max(1, round(ttl.total_seconds()))
-        table = Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
-        split_indexes(table)
-        return table
+        if _parent_table(cls) is not None and not any(
+                isinstance(a, Column) and a.name == CREATED_AT for a in args):
+            # A joined-table subclass: its table keeps versions in step with its
+            # parent's, so it gets the period columns too (declarative does not
+            # copy a mixin's columns below the first mapped class).
+            args = (*args, *period_columns())
+        return temporal_table(name, metadata, args, kw, cls.__temporal_ttl__, cls.__name__)
 
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:
-        return {"primary_key": list(key_columns(cls.__table__))}  # type: ignore[attr-defined]
+        return _temporal_mapper_args(cls, {})
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        # A model's own __mapper_args__ (eager_defaults, polymorphic_on, ...) would
+        # hide the mixin's and make the mapper key (id, created_at): merge them
+        # instead, before the declarative base maps the class.
+        owner = next(c for c in cls.__mro__ if "__mapper_args__" in c.__dict__)
+        own = owner.__dict__["__mapper_args__"]
+        if owner is not Temporal and not getattr(own, "_temporal_merged", False):
+            cls.__mapper_args__ = _merged_mapper_args(own)  # type: ignore[method-assign]
+        super().__init_subclass__(**kw)
+
+
+def _merged_mapper_args(own: Any) -> Any:
+    def __mapper_args__(cls: Any) -> dict[str, Any]:
+        given = own.fget(cls) if isinstance(own, declared_attr) else own
+        given = dict(given.__get__(None, cls)() if isinstance(given, classmethod) else given)
+        return _temporal_mapper_args(cls, given)
+
+    __mapper_args__._temporal_merged = True  # type: ignore[attr-defined]
+    return declared_attr.directive(__mapper_args__)
+
+
+def _temporal_mapper_args(cls: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The mapper key is the entity key; a joined-table subclass joins its parent
+    version by version: same key, same ``created_at``."""
+    table = getattr(cls, "__table__", None)
+    if not isinstance(table, Table) or not is_temporal_table(table):
+        return given
+    parent = _parent_table(cls)
+    if parent is None or parent is table:
+        given.setdefault("primary_key", list(key_columns(table)))
+        return given
+    given.setdefault("primary_key", list(key_columns(parent)))
+    given.setdefault("inherit_condition", and_(
+        *(mine == theirs for mine, theirs in zip(key_columns(table), key_columns(parent),
+                                                 strict=True)),
+        table.c[CREATED_AT] == parent.c[CREATED_AT]))
+    properties = dict(given.get("properties", {}))
+    for name in (CREATED_AT, EXPIRED_AT):
+        properties.setdefault(name, [parent.c[name], table.c[name]])
+    given["properties"] = properties
+    return given
+
+
+def _parent_table(cls: Any) -> Table | None:
+    """The temporal table of the nearest mapped temporal class above ``cls``."""
+    for base in cls.__mro__[1:]:
+        table = base.__dict__.get("__table__")
+        if isinstance(table, Table) and is_temporal_table(table):
+            return table
+    return None
+
+
+def period_columns() -> tuple[Column[Any], Column[Any]]:
+    """Fresh ``created_at`` / ``expired_at`` columns for a temporal table."""
+    return (Column(CREATED_AT, UTCDateTime(), primary_key=True, autoincrement=False),
+            Column(EXPIRED_AT, UTCDateTime(), nullable=True))
+
+
+def temporal_table(name: str, metadata: MetaData, args: tuple[Any, ...], kw: dict[str, Any],
+                   ttl: timedelta | None, owner: str) -> Table:
+    """Build the physical table of a temporal model or association table."""
+    hooks.install()  # the first temporal table: now the session listeners matter
+    info = {**kw.pop("info", {}), TEMPORAL_INFO: True}
+    if ttl is not None:
+        if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+            raise TypeError(f"{owner}.__temporal_ttl__ must be a positive timedelta")
+        info[TTL_INFO] = max(1, round(ttl.total_seconds()))
+    table = Table(name, metadata, *_temporal_table_args(name, args), info=info, **kw)
+    split_indexes(table)
+    return table
+
+
+@functools.cache
+def versioned_tables(mapper: Any) -> tuple[Table, ...]:
+    """The temporal tables an object of ``mapper`` lives in, base first: one, or
+    one per level of a joined-table hierarchy."""
+    out: list[Table] = []
+    for level in reversed(list(mapper.iterate_to_root())):
+        table = level.local_table
+        if isinstance(table, Table) and is_temporal_table(table) and table not in out:
+            out.append(table)
+    return tuple(out)
 
 
 def is_temporal_table(table: Any) -> bool:
@@ -93,16 +192,37 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
     by_name = {c.name: c for c in columns}
     expired_at = by_name[EXPIRED_AT]
     current = expired_at.is_(None)
+    declared = [a for a in args if isinstance(a, PrimaryKeyConstraint)]
+    declared_key: list[str] = []
+    for constraint in declared:
+        # A key declared as PrimaryKeyConstraint("a", "b") names the entity like
+        # primary_key=True columns do; the table's own key adds created_at.
+        for column_name in _compat.constraint_column_names(constraint):
+            if column_name not in by_name:
+                raise UnsupportedError(
+                    f"temporal model {name!r}: PrimaryKeyConstraint names {column_name!r}, "
+                    "which is not one of its columns")
+            by_name[column_name].primary_key = True
+            declared_key.append(column_name)
     key = [c for c in columns if c.primary_key and c.name not in _PERIOD]
+    if declared_key:
+        key.sort(key=lambda c: declared_key.index(c.name) if c.name in declared_key
+                 else len(declared_key))
     if not key:
-        raise TypeError(f"temporal model {name!r} needs primary key columns: they name the entity")
+        raise UnsupportedError(
+            f"temporal model {name!r} needs primary key columns (primary_key=True or "
+            "PrimaryKeyConstraint(...)): they name the entity")
 
     out: list[Any] = []
     for item in args:
+        if isinstance(item, PrimaryKeyConstraint):
+            # Re-declared with created_at, under the name it was given.
+            out.append(PrimaryKeyConstraint(*(c.name for c in key), CREATED_AT,
+                                            name=item.name if isinstance(item.name, str) else None))
+            continue
         if isinstance(item, UniqueConstraint):
             # History repeats values, so uniqueness can only hold among current rows.
-            cols: list[Column[Any]] = [by_name[c] if isinstance(c, str) else c  # type: ignore[misc]
-                                       for c in item._pending_colargs]
+            cols = [by_name[c] for c in _compat.constraint_column_names(item)]
             index_name = item.name if isinstance(item.name, str) else \
                 f"uq_{name}_{'_'.join(c.name for c in cols)}"
             out.append(current_index(index_name, cols, current))
@@ -114,7 +234,8 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
             out.append(current_index(f"uq_{name}_{column.name}", [column], current))
 
     if len(key) == 1 and _is_integer(key[0]) and key[0].autoincrement == "auto" \
-            and key[0].default is None and key[0].server_default is None:
+            and key[0].default is None and key[0].server_default is None \
+            and not key[0].foreign_keys:
         # With created_at in the primary key the table key is composite, which
         # switches autoincrement off; the entity id still wants generating. An
         # identity column does it on PostgreSQL; on SQLite (which has no

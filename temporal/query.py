@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, and_, false, inspect, or_, select
+from sqlalchemy import Result, Row, Select, Table, and_, false, inspect, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.orm.interfaces import UserDefinedOption
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
-from temporal import _compat, archival, hooks
+from temporal import _compat, archival, archive_reads, hooks
+from temporal.association import moment_parameters, reading_past_links
 from temporal.clock import aware
 from temporal.errors import UnsupportedError
 from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
@@ -108,23 +109,24 @@ _CURRENT = with_loader_criteria(
 
 
 @hooks.on(Session, "do_orm_execute")
-def _read_in_time(state: ORMExecuteState) -> None:
+def _read_in_time(state: ORMExecuteState) -> Result[Any] | None:
     if not state.is_select:
-        return
+        return None
     if state.execution_options.get(ALL_VERSIONS):
         _with_archive(state)
-        return
+        return None
     moment = _slice_of(state.user_defined_options)
-    if moment is not None:
-        _check_archived_horizon(state, moment.at)
     if state.is_column_load:
         # Refreshing an object by key: with_loader_criteria stays out of these
         # loads, but a key alone would match every version.
         mapper = state.bind_mapper
-        if mapper is not None and is_temporal_table(mapper.local_table):
+        # (A joined-table subclass's own columns load through a statement the
+        # mapper derives from the inherit condition: it names the exact version.)
+        if mapper is not None and is_temporal_table(mapper.local_table) \
+                and hasattr(state.statement, "where"):
             table = mapper.local_table
             rule = table.c[EXPIRED_AT].is_(None) if moment is None else valid_at(table, moment.at)
-            state.statement = state.statement.where(rule)  # type: ignore[attr-defined]
+            state.statement = state.statement.where(rule)
         if moment is not None:
             state.update_execution_options(identity_token=moment)
     elif moment is None:
@@ -132,11 +134,21 @@ def _read_in_time(state: ORMExecuteState) -> None:
     else:
         state.statement = state.statement.options(_as_of_criteria(moment.at))
         state.update_execution_options(identity_token=moment)
-
-
-def _temporal_tables_of(state: ORMExecuteState) -> list[Table]:
-    tables = {m.local_table for m in state.all_mappers if is_temporal_table(m.local_table)}
-    return [t for t in tables if isinstance(t, Table)]
+    if moment is None:
+        return None
+    # Links through temporal association tables read this moment too: it is the
+    # value of their criterion's bound parameter.
+    moment_params = moment_parameters(moment.at)
+    if state.parameters is None:
+        state.parameters = {}  # invoke_statement() merges params into a mapping
+    with reading_past_links():
+        if _dialect(state) == "sqlite":
+            archived = archive_reads.archived_after(_connection(state), moment.at)
+            if archived:
+                state.update_execution_options(compiled_cache=None)
+                with archive_reads.reading_archives(archived):
+                    return state.invoke_statement(params=moment_params)
+        return state.invoke_statement(params=moment_params)
 
 
 def _dialect(state: ORMExecuteState) -> str:
@@ -145,14 +157,6 @@ def _dialect(state: ORMExecuteState) -> str:
 
 def _connection(state: ORMExecuteState) -> Any:
     return state.session.connection(bind_arguments=state.bind_arguments)
-
-
-def _check_archived_horizon(state: ORMExecuteState, at: datetime) -> None:
-    """SQLite: an as-of read older than the archived horizon cannot be answered."""
-    if _dialect(state) == "sqlite":
-        names = [t.name for t in _temporal_tables_of(state)]
-        if names:
-            archival.check_horizon(_connection(state), names, at)
 
 
 def _with_archive(state: ORMExecuteState) -> None:
@@ -171,7 +175,14 @@ def _with_archive(state: ORMExecuteState) -> None:
     state.statement = statement
 
 
+def _option_of(state: Any) -> AsOf | None:
+    """The as_of option a collection of this object reads with (None: the present)."""
+    token = state.key[2] if state.key is not None else None
+    return AsOf(token.at) if isinstance(token, Slice) else None
+
+
 hooks.when_installed(lambda: _compat.route_identity_lookups(_slice_of, is_slice_token))
+hooks.when_installed(lambda: _compat.scope_collection_reads(_option_of))
 
 
 # -- periods -------------------------------------------------------------------
@@ -226,11 +237,12 @@ def versions(
     """
     table = temporal_table(model)
     mapper = inspect(model)
-    columns = [
-        table.c[prop.columns[0].name].label(prop.key)
-        for prop in mapper.column_attrs
-        if prop.columns[0].table is table
-    ]
+    columns = []
+    for prop in mapper.column_attrs:
+        # A joined-table subclass maps some attributes to both tables: its own.
+        own = [c for c in prop.columns if c.table is table]
+        if own:
+            columns.append(own[0].label(prop.key))
     stmt = select(*columns).order_by(*key_columns(table), table.c[CREATED_AT])
     where = period_predicate(table, from_to=from_to, between=between, contained_in=contained_in)
     if where is not None:

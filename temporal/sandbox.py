@@ -21,7 +21,7 @@ enough to stop the attacks the others are meant for:
   reaches, whatever the spelling (quoted, schema-qualified, ``TABLE t``,
   inside ``EXISTS``/subqueries/CTEs). On SQLite the authorizer callback sees
   every table read (with the view it came through) and every function call,
-  and denies everything that is not a read.
+  and denies everything that is not a read (``temporal.authorizer``).
 
 Relations: a temporal table of the default schema is read through a temporary
 view of the same name that shows it as of T (archived versions included); any
@@ -45,13 +45,12 @@ default.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, MetaData, Table, exc, inspect
+from sqlalchemy import Connection, MetaData, Table, inspect
 
 from temporal import _backend
 from temporal.archival import reads_archive_apart
@@ -72,24 +71,6 @@ PG_DENIED = frozenset({
     "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml",
     "cursor_to_xmlschema", "ts_stat",
 })
-
-# SQLite core functions that read their arguments and nothing else.
-SQLITE_ALLOWED = frozenset("""
-abs char coalesce concat concat_ws format glob hex ifnull iif if instr length like likelihood
-likely lower ltrim max min nullif octet_length printf quote replace round rtrim sign soundex
-substr substring trim typeof unhex unicode unlikely upper zeroblob regexp
-date time datetime julianday unixepoch strftime timediff
-avg count group_concat string_agg sum total median
-row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
-acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2
-mod pi pow power radians sin sinh sqrt tan tanh trunc
-json json_array json_array_length json_extract json_insert json_object json_patch json_remove
-json_replace json_set json_type json_valid json_quote json_group_array json_group_object
-json_each json_tree json_error_position json_pretty jsonb jsonb_array jsonb_extract
-jsonb_insert jsonb_object jsonb_patch jsonb_remove jsonb_replace jsonb_set
-jsonb_group_array jsonb_group_object -> ->>
-""".split())  # noqa: SIM905 - a list to read
-
 
 class QueryError(ExportError):
     """A ``--query`` that the sandbox refuses (it could write, escape, or read the present)."""
@@ -138,7 +119,7 @@ def shadow_tables(conn: Connection, at: datetime) -> dict[str, Table]:
     return shadows
 
 
-def _body(query: str) -> str:
+def statement_text(query: str) -> str:
     body = query.strip()
     while body.endswith(";"):
         body = body[:-1].rstrip()
@@ -246,7 +227,7 @@ def pg_prepare(conn: Connection, query: str, shadows: dict[str, Table],
 
     ``conn`` is in a transaction that already holds the as-of views; the caller commits.
     """
-    body = _body(query)
+    body = statement_text(query)
     tree = _pg_tree(body)
     _pg_check_functions(conn, tree.functions)
     allowed = _pg_unversioned(conn, unversioned, shadows)
@@ -257,7 +238,10 @@ def pg_prepare(conn: Connection, query: str, shadows: dict[str, Table],
             # prepare=True: the extended protocol, which refuses a second statement.
             cursor.execute(f"CREATE TEMP VIEW {VIEW} AS\n{body}\n", prepare=True)
     except Exception as error:  # psycopg.Error; the transaction is rolled back by the caller
-        raise QueryError(f"the query failed: {_first_line(error)}") from None
+        if getattr(error, "sqlstate", None) == "42701":  # duplicate column
+            raise QueryError(f"the query's output names a column twice ({first_line(error)}); "
+                             "give each output column its own name with AS") from None
+        raise QueryError(f"the query failed: {first_line(error)}") from None
     _pg_check_view(conn, f"pg_temp.{VIEW}", tree, shadows, allowed)
     columns = [row[0] for row in conn.exec_driver_sql(
         "SELECT attname FROM pg_attribute WHERE attrelid = %(view)s::regclass AND attnum > 0 "
@@ -267,7 +251,7 @@ def pg_prepare(conn: Connection, query: str, shadows: dict[str, Table],
                      unversioned=sorted(unversioned))
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -399,128 +383,8 @@ def _pg_view_relations(conn: Connection, oid: int) -> list[int]:
         "AND d.refobjid <> r.ev_class", {"o": oid})]
 
 
-# -- SQLite ------------------------------------------------------------------------
-
-
-def _sqlite_tree(body: str) -> None:
-    import sqlglot
-    from sqlglot import exp
-
-    try:
-        statements = [s for s in sqlglot.parse(body, read="sqlite") if s is not None]
-    except sqlglot.errors.SqlglotError as error:
-        raise QueryError(f"the query is not valid SQL: {str(error).splitlines()[0]}") from None
-    if len(statements) != 1:
-        raise QueryError("the query must be exactly one SELECT statement; it holds "
-                         f"{len(statements)} statements")
-    statement = statements[0]
-    if not isinstance(statement, exp.Query):
-        raise QueryError(f"the query must be a SELECT, not {statement.key.upper()}")
-    for node in statement.walk():
-        if isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Merge)):
-            raise QueryError(f"the query holds a data-modifying {node.key.upper()}")
-
-
-class _Authorizer:
-    """SQLite's authorizer callback: reads through the as-of views, allow-listed functions."""
-
-    def __init__(self, shadows: dict[str, Table], unversioned: set[str], views: set[str]
-                 ) -> None:
-        self.shadows = shadows
-        self.unversioned = unversioned
-        self.views = views
-        self.refusal: str | None = None
-
-    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
-                 inner: str | None) -> int:
-        reason = self._reason(action, arg1, arg2, db, inner)
-        if reason is None:
-            return sqlite3.SQLITE_OK
-        self.refusal = self.refusal or reason
-        return sqlite3.SQLITE_DENY
-
-    def _reason(self, action: int, table: str | None, arg2: str | None, db: str | None,
-                inner: str | None) -> str | None:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
-            return None
-        if action == sqlite3.SQLITE_FUNCTION:
-            name = (arg2 or "").lower()
-            if name in SQLITE_ALLOWED:
-                return None
-            return (f"function {arg2} is not on the list of SQLite functions an export query "
-                    "may call (core functions that only read their arguments)")
-        if action != sqlite3.SQLITE_READ or table is None:
-            return "the query may only read (SELECT); it tried to do something else"
-        if inner is not None and (inner in self.shadows or inner in self.unversioned):
-            return None  # inside an as-of view, or a view the user named unversioned
-        if db == "temp" and table in self.shadows:
-            return None
-        if db == "main" and table in self.unversioned:
-            return None
-        if inner is not None:
-            return (f"{inner} is a view: it reads its tables as they are now, not as of the "
-                    f"export's moment; query the tables it reads; pass --unversioned {inner} to "
-                    "read it as it is now (the manifest records it, and a later export may "
-                    "differ)")
-        hint = f"; pass --unversioned {table} to read it as it is now (the manifest records " \
-               "it, and a later export may differ)"
-        if table in self.shadows:
-            return (f"{db}.{table} is spelled with its schema, which reads its current rows, "
-                    f"not those as of the export's moment: write {table} without the schema")
-        if table.endswith(ARCHIVE_SUFFIX) and table[:-len(ARCHIVE_SUFFIX)] in self.shadows:
-            base = table[:-len(ARCHIVE_SUFFIX)]
-            return (f"{table} is the archive of {base}, which changes as archival runs: read "
-                    f"{base}, which includes its archived versions as of the export's moment")
-        if table in self.views:
-            return (f"{table} is a view: it reads its tables as they are now, not as of the "
-                    "export's moment; query the tables it reads" + hint)
-        return f"{table} is not temporal: its past was never recorded" + hint
-
-
-def sqlite_prepare(conn: Connection, query: str, shadows: dict[str, Table],
-                   unversioned: Sequence[str] = ()) -> tuple[Sandboxed, _Authorizer]:
-    """Check ``query`` and install the authorizer on ``conn`` (remove it with ``sqlite_release``).
-
-    ``conn`` holds the as-of views and ``query_only`` in its open transaction.
-    """
-    body = _body(query)
-    _sqlite_tree(body)
-    rows = conn.exec_driver_sql(
-        "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')").all()
-    kinds = {name: kind for name, kind in rows}
-    for name in unversioned:
-        if name not in kinds:
-            raise QueryError(f"--unversioned {name}: no table or view of that name")
-        if name in shadows or (kinds[name] == "table" and temporal_shape(
-                Table(name, MetaData(), autoload_with=conn)) is not None):
-            raise QueryError(f"--unversioned {name}: {name} is temporal, so it is read as of "
-                             "the export's moment; name only plain tables or views")
-    guard = _Authorizer(shadows, set(unversioned),
-                        {n for n, k in kinds.items() if k == "view"})
-    raw: Any = conn.connection.driver_connection
-    wrapped = f"SELECT * FROM (\n{body}\n) AS {VIEW}"
-    raw.set_authorizer(guard)
-    try:
-        cursor = raw.execute(wrapped + " LIMIT 0")
-        columns = [d[0] for d in cursor.description]
-        cursor.close()
-    except (sqlite3.Error, sqlite3.Warning) as error:
-        raw.set_authorizer(None)
-        raise QueryError(guard.refusal or f"the query failed: {_first_line(error)}") from None
-    order = ", ".join(str(i) for i in range(1, len(columns) + 1))
-    return Sandboxed(sql=f"{wrapped} ORDER BY {order}", columns=columns,
-                     unversioned=sorted(unversioned), raw_cursor=True), guard
-
-
-def sqlite_release(conn: Connection) -> None:
-    raw: Any = conn.connection.driver_connection
-    raw.set_authorizer(None)
-
-
-def run_error(error: BaseException, guard: _Authorizer | None) -> QueryError:
+def run_error(error: BaseException, guard: Any) -> QueryError:
     """The error for a query that failed while its rows were read."""
-    if guard is not None and guard.refusal:
+    if guard is not None and guard.refusal:  # SQLite: the authorizer said why
         return QueryError(guard.refusal)
-    if isinstance(error, exc.DBAPIError):
-        return QueryError(f"the query failed: {_first_line(error)}")
-    return QueryError(f"the query failed: {_first_line(error)}")
+    return QueryError(f"the query failed: {first_line(error)}")

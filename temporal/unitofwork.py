@@ -33,8 +33,9 @@ from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
 
 from temporal import _compat, hooks
-from temporal.errors import ReadOnlyError, UnsupportedError
-from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table
+from temporal.association import changes_links, end_links
+from temporal.errors import ConflictError, ReadOnlyError, UnsupportedError
+from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, versioned_tables
 from temporal.query import is_slice_token
 from temporal.versioning import (
     Key,
@@ -56,6 +57,9 @@ class _Change:
     values: dict[str, Any]  # column name -> new value
     attrs: dict[str, str]  # column name -> attribute key
     read: datetime | None  # created_at of the version the object was loaded from
+    # Joined-table inheritance: every table of the object gets a version at once,
+    # changed or not, so its rows keep joining on (key, created_at).
+    in_step: bool = False
 
 
 def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
@@ -72,11 +76,11 @@ def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
 @event.listens_for(Temporal, "before_insert", propagate=True)
 def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
     tx = transaction_state(connection)
-    table = mapper.local_table
-    assert isinstance(table, Table)
-    tx.written.add(table)
+    tables = versioned_tables(mapper)
+    tx.written.update(tables)
     target.created_at = tx.stamp
     target.expired_at = None
+    table = tables[0]  # the base table hands out ids
     generated = needs_generated_id(table, tx.dialect)
     if generated is not None:
         attr = mapper.get_property_by_column(generated).key
@@ -90,11 +94,10 @@ def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> 
 @event.listens_for(Temporal, "before_update", propagate=True)
 def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
     state = instance_state(target)
-    table = mapper.local_table
-    assert isinstance(table, Table)
+    tables = versioned_tables(mapper)
     columns = _writable_columns(mapper)
-    values: dict[str, Any] = {}
-    attrs: dict[str, str] = {}
+    values: dict[Table, dict[str, Any]] = {t: {} for t in tables}
+    attrs: dict[Table, dict[str, str]] = {t: {} for t in tables}
     for attr_key, old in _compat.modified_attributes(state):
         column = columns.get(attr_key)
         if column is None:
@@ -103,6 +106,16 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
         if old is not _compat.NO_VALUE and same_value(old, new):
             continue
         _refuse_slice(state, "change")
+        if column.name == CREATED_AT and isinstance(old, datetime) and \
+                isinstance(new, datetime) and new < old:
+            # session.merge() of an object read before a concurrent change: its
+            # values were computed from a version that is no longer current.
+            assert state.key is not None
+            raise ConflictError(
+                f"cannot change {mapper.class_.__name__} {show_key(state.key[1])}: the merged "
+                f"object holds the version from {new.isoformat()}, but a concurrent "
+                f"transaction wrote one from {old.isoformat()}; re-read it and retry"
+            )
         if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
             raise UnsupportedError(
                 f"{mapper.class_.__name__}.{attr_key} cannot be changed: "
@@ -110,29 +123,40 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
                    if column.name in (CREATED_AT, EXPIRED_AT) else
                    "the key names the entity; delete it and insert a new one instead")
             )
-        values[column.name] = new
-        attrs[column.name] = attr_key
-    if not values:
+        assert isinstance(column.table, Table)
+        values[column.table][column.name] = new
+        attrs[column.table][column.name] = attr_key
+    if not any(values.values()):
         return
-    for name, attr in attrs.items():
-        set_committed_value(target, attr, values[name])  # the ORM now sees nothing to UPDATE
+    for table in tables:
+        for name, attr in attrs[table].items():
+            # the ORM now sees nothing to UPDATE
+            set_committed_value(target, attr, values[table][name])
     assert state.key is not None
     tx = transaction_state(connection)
     read = state.dict.get(CREATED_AT)  # the version these values were computed from
-    tx.pending.setdefault(table, []).append(_Change(state, state.key[1], values, attrs, read))
+    in_step = len(tables) > 1
+    for table in tables:
+        if values[table] or in_step:
+            tx.pending.setdefault(table, []).append(
+                _Change(state, state.key[1], values[table], attrs[table], read, in_step))
 
 
 @event.listens_for(Temporal, "after_update", propagate=True)
 def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    table = mapper.local_table
+    for table in versioned_tables(mapper):
+        _write_batch(mapper, connection, table)
+
+
+def _write_batch(mapper: Mapper[Any], connection: Connection, table: Table) -> None:
     tx = transaction_state(connection)
-    batch = tx.pending.pop(table, None)  # type: ignore[call-overload]
+    batch = tx.pending.pop(table, None)
     if not batch:
         return
-    assert isinstance(table, Table)
     by_key = {c.key: c for c in batch}
     read = {c.key: c.read for c in batch if c.read is not None}
-    written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read)
+    written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read,
+                             in_step={c.key for c in batch if c.in_step})
     onupdate = [c for c in table.c if c.onupdate is not None]
     for key, change in by_key.items():
         row = written.get(key)
@@ -164,7 +188,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     for obj in session.dirty:
         state = instance_state(obj)
         if state.key is not None and is_slice_token(state.key[2]) and \
-                session.is_modified(obj, include_collections=False):
+                (session.is_modified(obj, include_collections=False) or changes_links(obj)):
             _refuse_slice(state, "change")
     _promote_orphans(session)
     doomed: dict[Mapper[Any], list[InstanceState[Any]]] = defaultdict(list)
@@ -177,11 +201,12 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     for mapper, states in doomed.items():
         conn = session.connection(bind_arguments={"mapper": mapper})
         tx = transaction_state(conn)
-        table = mapper.local_table
-        assert isinstance(table, Table)
         read = {st.key[1]: st.dict[CREATED_AT] for st in states  # type: ignore[index]
                 if CREATED_AT in st.dict}
-        expire_versions(conn, table, [st.key[1] for st in states], tx, read)  # type: ignore[index]
+        for table in versioned_tables(mapper):
+            expire_versions(conn, table, [st.key[1] for st in states],  # type: ignore[index]
+                            tx, read)
+        end_links(conn, mapper, states)
     # Only now: the SQL above needed every key, and from here the ORM treats
     # them as deleted (restored on rollback) without emitting a DELETE.
     _compat.mark_deleted(session, [state for states in doomed.values() for state in states])
@@ -189,11 +214,12 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
 
 @functools.cache
 def _writable_columns(mapper: Mapper[Any]) -> dict[str, Column[Any]]:
-    """Attribute key -> column of the mapper's own table."""
+    """Attribute key -> column of one of the mapper's own temporal tables."""
+    tables = versioned_tables(mapper)
     out = {}
     for prop in mapper.column_attrs:
         column = prop.columns[0]
-        if isinstance(column, Column) and column.table is mapper.local_table:
+        if isinstance(column, Column) and column.table in tables:
             out[prop.key] = column
     return out
 

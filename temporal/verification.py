@@ -32,6 +32,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from temporal.manifest import (
     Manifest,
     ManifestError,
     canonical,
+    csv_row,
     file_sha256,
     read_manifest,
 )
@@ -94,6 +96,10 @@ def verify(manifest: str | Path, source: str | Engine | None = None, *,
     for entry in loaded.files:
         ok = _check_file(root, entry, report, actual)
         intact[entry.table] = intact.get(entry.table, True) and ok
+    if loaded.spine is not None:  # a point-in-time join's copy of its spine file
+        from temporal.spine import file_problems
+
+        report.problems += file_problems(loaded.spine, root)
     _report_unlisted(root, loaded, report)
     from_files = _recompute(root, loaded, intact, report)
     if source is not None:
@@ -138,6 +144,8 @@ def _check_file(root: Path, entry: FileEntry, report: VerifyReport, actual: dict
 
 def _report_unlisted(root: Path, loaded: Manifest, report: VerifyReport) -> None:
     listed = {Path(f.path) for f in loaded.files} | {Path(MANIFEST_NAME), Path(SIGNATURE_NAME)}
+    if loaded.spine is not None and isinstance(loaded.spine.get("file"), str):
+        listed.add(Path(loaded.spine["file"]))  # checked by its own sha256
     for folder, dirs, files in os.walk(root, followlinks=False):
         here = Path(folder).relative_to(root)
         for name in sorted(files) + sorted(d for d in dirs if (Path(folder) / d).is_symlink()):
@@ -169,9 +177,12 @@ def _recompute(root: Path, loaded: Manifest, intact: dict[str, bool], report: Ve
         columns = [c["name"] for c in loaded.schema.get(entry.table, [])]
         table_digest = tables.setdefault(entry.table, hashlib.sha256())
         rows = 0
+        if loaded.format == "csv" and algorithm == CSV_ROWS:
+            lines: Iterator[bytes] = _canonical_csv_lines(path, columns)
+        else:
+            lines = (digest_row(v) for v in _canonical_rows(path, loaded.format, columns))
         try:
-            for values in _canonical_rows(path, loaded.format, columns):
-                line = digest_row(values)
+            for line in lines:
                 overall.update(line)
                 table_digest.update(line)
                 rows += 1
@@ -240,6 +251,29 @@ def _csv_records(path: Path) -> Iterator[str]:
             raise ValueError("the file ends inside a quoted value")
 
 
+def _canonical_csv_lines(path: Path, columns: list[str]) -> Iterator[bytes]:
+    """A CSV part's data records, each checked to be canonical: then its bytes *are* the
+    content digest's row (``csv_row`` of its values), with no need to decode them."""
+    field = rb'(?:"(?:[^"]|"")*")?'
+    record = re.compile(field + rb"(?:," + field + rb"){%d}\n" % (len(columns) - 1), re.DOTALL)
+    with open(path, "rb") as handle:
+        header = handle.readline()
+        if header != csv_row(list(columns)):
+            raise ValueError("its header is not the schema's columns")
+        pending = b""
+        for line in handle:
+            pending += line
+            if pending.count(b'"') % 2:  # a quoted newline keeps the record open
+                continue
+            if record.fullmatch(pending) is None:
+                raise ValueError(f"a row is not canonical CSV of {len(columns)} columns: "
+                                 f"{pending[:40]!r}")
+            yield pending
+            pending = b""
+        if pending:
+            raise ValueError("the file ends inside a quoted value")
+
+
 def _canonical_rows(path: Path, fmt: str, columns: list[str]) -> Iterator[list[str | None]]:
     """Each row of an exported file as canonical values (the content digest's input)."""
     if fmt == "csv":
@@ -285,14 +319,7 @@ def _check_database(loaded: Manifest, source: str | Engine, from_files: dict[str
         return
     with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
         try:
-            plan = ExportPlan(
-                at=at, query=loaded.query, fmt=loaded.format,
-                rows_per_file=loaded.writer.get("rows_per_file", ROWS_PER_FILE),
-                digest=loaded.content_digest.get("algorithm", CSV_ROWS),
-                unversioned=tuple(loaded.unversioned))
-            fresh = run_export(source, Path(tmp) / "again", plan,
-                               tables=loaded.tables or None,
-                               name=next(iter(loaded.schema), "query"), wait=30.0)
+            fresh = _reexport(loaded, source, Path(tmp) / "again", at)
         except ExportError as error:
             report.problems.append(f"database: {error}")
             return
@@ -326,6 +353,28 @@ def _check_database(loaded: Manifest, source: str | Engine, from_files: dict[str
             report.problems.append(f"database: re-export of {entry.path} differs")
 
 
+def _reexport(loaded: Manifest, source: str | Engine, out: Path, at: datetime) -> Manifest:
+    """Export again what ``loaded`` describes: tables or a query as of its moment, a
+    change feed, or a point-in-time join."""
+    plan = ExportPlan(
+        at=at, query=loaded.query, fmt=loaded.format,
+        rows_per_file=loaded.writer.get("rows_per_file", ROWS_PER_FILE),
+        digest=loaded.content_digest.get("algorithm", CSV_ROWS),
+        unversioned=tuple(loaded.unversioned), changes=loaded.changes, spine=loaded.spine)
+    if loaded.changes is not None:
+        from temporal.changes import run_changes
+
+        return run_changes(source, out, plan, tables=loaded.tables, wait=30.0)
+    if loaded.spine is not None:
+        from temporal.pitjoin import rerun_join
+
+        assert loaded.path is not None
+        return rerun_join(source, out, plan, loaded.path.parent,
+                          name=next(iter(loaded.schema), "spine"), wait=30.0)
+    return run_export(source, out, plan, tables=loaded.tables or None,
+                      name=next(iter(loaded.schema), "query"), wait=30.0)
+
+
 def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None) -> Any:
     """Verify an export, then load one table as a pandas DataFrame or pyarrow Table."""
     report = verify(manifest)
@@ -334,9 +383,10 @@ def load(manifest: str | Path, *, as_: str = "pandas", table: str | None = None)
                             + "; ".join(report.problems))
     loaded = read_manifest(manifest)
     assert loaded.path is not None
-    name = table or (loaded.tables[0] if len(loaded.tables) == 1 else None)
+    held = list(dict.fromkeys(f.table for f in loaded.files))  # a query's or join's folder too
+    name = table or (held[0] if len(held) == 1 else None)
     if name is None:
-        raise ExportError(f"the export holds {', '.join(loaded.tables)}; pass table=")
+        raise ExportError(f"the export holds {', '.join(held)}; pass table=")
     paths = [loaded.path.parent / f.path for f in loaded.files if f.table == name]
     if not paths:
         raise ExportError(f"the export holds no table {name!r}")

@@ -342,7 +342,7 @@ def execute(conn: Connection, statement: Any, params: Any = None) -> Any:
 
 def write_versions(
     conn: Connection, table: Table, changes: dict[Key, dict[str, Any]], tx: _Tx,
-    read: dict[Key, datetime] | None = None,
+    read: dict[Key, datetime] | None = None, in_step: set[Key] | None = None,
 ) -> dict[Key, dict[str, Any]]:
     """Apply ``{key: {column: new value}}`` as new versions; return the rows written.
 
@@ -350,9 +350,12 @@ def write_versions(
     (the ``created_at`` of a loaded ORM object): only that version may be
     expired, anything else is a concurrent change and raises ConflictError.
     A change that turns out to change nothing (its old value was never loaded,
-    and equals the new one) writes nothing and is left out of the result.
+    and equals the new one) writes nothing and is left out of the result,
+    except for keys ``in_step`` (the tables of a joined-table hierarchy, which
+    get their versions together).
     """
     read = read or {}
+    in_step = in_step or set()
     remaining = dict(changes)
     written: dict[Key, dict[str, Any]] = {}
     changed_names = sorted({name for values in changes.values() for name in values})
@@ -363,7 +366,8 @@ def write_versions(
         unchanged = []
         for key, old in old_rows.items():
             values = remaining.pop(key)
-            if all(same_value(old[name], value) for name, value in values.items()):
+            if key not in in_step and \
+                    all(same_value(old[name], value) for name, value in values.items()):
                 unchanged.append((*key, old[CREATED_AT]))
                 continue
             values = {**values, **onupdate_values(table, values)}
@@ -492,6 +496,8 @@ def _update_in_place(
     """Change versions this transaction created (one version per key per transaction)."""
     cols = key_columns(table)
     for names, sql, keys in _groups(changes):
+        if not names and not sql:
+            continue  # a version kept in step that changes nothing of its own
         stmt = (
             update(table)
             .where(*(c == bindparam(f"k_{c.name}") for c in cols), current(table),

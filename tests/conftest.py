@@ -11,6 +11,7 @@ where they fail, because CI must never pass on skipped databases.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 
 import psycopg
@@ -39,7 +40,7 @@ _PROBLEM = _server_problem()
 
 postgresql_server = factories.postgresql_noproc(
     host=PG_URL.host, port=PG_URL.port or 5432, user=PG_URL.username,
-    password=PG_URL.password or "", dbname=f"temporal_tests_{os.getpid()}",
+    password=PG_URL.password or "", dbname=f"temporal_tests_{os.getpid()}_{secrets.token_hex(3)}",
     maintenance_dbname=PG_URL.database,
 )
 postgresql_db = factories.postgresql("postgresql_server")

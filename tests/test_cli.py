@@ -27,6 +27,16 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.fixture
 def populated(url: URL) -> tuple[str, str]:
     """A database URL with some history, and a moment inside it."""
+    return _populate(url)
+
+
+@pytest.fixture
+def populated_sqlite(sqlite_url: URL) -> tuple[str, str]:
+    """The same on SQLite only: for input the command line refuses before any backend."""
+    return _populate(sqlite_url)
+
+
+def _populate(url: URL) -> tuple[str, str]:
     engine = create_engine(url)
     Base.metadata.create_all(engine)
     with Session(engine) as s, s.begin():
@@ -213,10 +223,10 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("args", BAD_INPUT, ids=lambda a: " ".join(a[:4]))
 def test_every_command_meets_bad_input_with_one_line_and_changes_nothing(
-    populated: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    populated_sqlite: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], args: list[str]
 ) -> None:
-    url, moment = populated
+    url, moment = populated_sqlite
     (tmp_path / "file").write_text("not a folder, not a key")
     (tmp_path / "short").write_text("abc\n")
     fill = {"short": str(tmp_path / "short"), "out": str(tmp_path / "out"),
@@ -318,3 +328,29 @@ def test_progress_shows_total_percent_and_rate_on_a_terminal(
     text_shown = shown.decode(errors="replace")
     assert done.returncode == 0
     assert "2/2" in text_shown and "100%" in text_shown and "rows/s" in text_shown, text_shown
+
+
+def test_unversioned_and_signatures_from_the_command_line(
+    populated_sqlite: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, moment = populated_sqlite
+    key = tmp_path / "key"
+    key.write_text("a long shared secret, 32 bytes!!\n")
+    query = "SELECT c.name, r.name AS region FROM customers c LEFT JOIN regions r ON 1 = 0"
+    out = str(tmp_path / "q")
+    code, _, err = run_main(monkeypatch, capsys, "export", "--as-of", moment, "--query", query,
+                            "--out", out, "--url", url)
+    assert code == 1 and "--unversioned regions" in err
+    code, _, err = run_main(monkeypatch, capsys, "export", "--as-of", moment, "--query", query,
+                            "--unversioned", "regions", "--signing-key-file", str(key),
+                            "--out", out, "--url", url)
+    assert code == 0, err
+    assert json.loads((tmp_path / "q" / "manifest.json").read_text())["unversioned"] == [
+        "regions"]
+    code, shown, err = run_main(monkeypatch, capsys, "verify", out, "--key-file", str(key))
+    assert code == 0 and "signature valid" in shown, err
+    (tmp_path / "other").write_text("a different secret of 32 bytes!!")
+    code, _, err = run_main(monkeypatch, capsys, "verify", out, "--key-file",
+                            str(tmp_path / "other"))
+    assert code == 1 and "mismatch: signature: the manifest was not signed with this key" in err

@@ -41,3 +41,13 @@ def test_adopting_an_existing_table_on_sqlite() -> None:
 @pytest.mark.postgres
 def test_adopting_an_existing_table_on_postgresql(pg_url: URL) -> None:
     assert "adopt: ok" in run("adopt/run.py", pg_url.render_as_string(hide_password=False))
+
+
+def test_training_set_on_sqlite() -> None:
+    assert "training_set: ok" in run("training_set.py")
+
+
+@pytest.mark.postgres
+def test_training_set_on_postgresql(pg_url: URL) -> None:
+    out = run("training_set.py", pg_url.render_as_string(hide_password=False))
+    assert "training_set: ok" in out

@@ -10,6 +10,7 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -178,3 +179,44 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(pg_url: URL, tmp_pat
     assert "File too large" in done.stderr and "nothing was left behind" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount a tiny tmpfs (as root, where the machine allows it) with the given options."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.mark.parametrize("options, reason", [("size=64k", "No space left on device"),
+                                             ("ro,size=64k", "Read-only file system")])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(
+    tmp_path: Path, small_disk: Callable[[str], Path], options: str, reason: str
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/big.db")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        s.execute(insert(Customer), [{"id": i, "name": "x" * 100} for i in range(1, 3001)])
+        moment = transaction_time(s)
+    engine.dispose()
+    disk = small_disk(options)
+    done = subprocess.run([sys.executable, "-m", "temporal", "export", "--as-of",
+                           moment.isoformat(), "--table", "customers", "--out",
+                           str(disk / "out"), "--url", f"sqlite:///{tmp_path}/big.db"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1 and reason in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert list(disk.iterdir()) == []  # no partial file, no partial folder

@@ -149,12 +149,40 @@ def pg_world(pg_engine: Engine) -> tuple[Engine, datetime]:
     return pg_engine, make_world(pg_engine)
 
 
+@pytest.fixture(scope="module")
+def shared_pg_world() -> Iterator[tuple[Engine, datetime]]:
+    """One database for the many refusals below: each test checks it is left unchanged."""
+    from sqlalchemy import create_engine
+
+    from tests.conftest import _PROBLEM, ON_CI, PG_URL
+
+    if _PROBLEM is not None:
+        if ON_CI:
+            pytest.fail(f"CI requires PostgreSQL: {_PROBLEM}")
+        pytest.skip(_PROBLEM)
+    name = f"temporal_sandbox_{os.getpid()}"
+    admin = create_engine(PG_URL.set(drivername="postgresql+psycopg"),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine = create_engine(PG_URL.set(drivername="postgresql+psycopg", database=name))
+    try:
+        yield engine, make_world(engine)
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.fixture
-def bystander(pg_engine: Engine) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def bystander(shared_pg_world: tuple[Engine, datetime]
+              ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """Another session on the same database, which no query may disturb."""
-    url = pg_engine.url
-    conn = psycopg.connect(host=url.host, port=url.port, user=url.username,
-                           dbname=url.database, autocommit=True)
+    url = shared_pg_world[0].url
+    conn = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                           password=url.password, dbname=url.database, autocommit=True)
     conn.execute("SET application_name = 'bystander'")
     yield conn
     conn.close()
@@ -197,19 +225,30 @@ def bystander(pg_engine: Engine) -> Iterator[psycopg.Connection[tuple[object, ..
     ("SELECT * FROM public.customers_archive", "archive of customers"),
 ])
 def test_postgres_escapes_are_refused_and_change_nothing(
-    pg_world: tuple[Engine, datetime], bystander: psycopg.Connection[tuple[object, ...]],
-    tmp_path: Path, query: str, match: str
+    shared_pg_world: tuple[Engine, datetime],
+    bystander: psycopg.Connection[tuple[object, ...]], tmp_path: Path, query: str, match: str
 ) -> None:
-    engine, moment = pg_world
+    engine, moment = shared_pg_world
     file = tmp_path / "server-file"  # the server runs on this machine
     pid = bystander.info.backend_pid
     refused(engine, moment, tmp_path, query.format(file=file, pid=pid), match)
     assert not file.exists()
     assert bystander.execute("SELECT 1").fetchone() == (1,)  # not killed, not cancelled
-    with engine.connect() as conn:  # no lock left behind, no setting changed
-        assert conn.execute(text("SELECT pg_try_advisory_lock(42)")).scalar_one()
+    # No lock left behind (asked from another session, which a held lock would block).
+    assert bystander.execute("SELECT pg_try_advisory_lock(42) AND pg_advisory_unlock(42)"
+                             ).fetchone() == (True,)
+    with engine.connect() as conn:  # no setting changed
         assert conn.execute(text("SELECT current_setting('search_path')")).scalar_one() \
             != "x"
+
+
+@pytest.mark.postgres
+def test_two_output_columns_with_one_name_are_refused_clearly(
+    pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = pg_world
+    refused(engine, moment, tmp_path, "SELECT c.id, o.id FROM customers c, orders o",
+            "names a column twice.*AS")
 
 
 @pytest.mark.postgres
@@ -293,6 +332,9 @@ def test_sqlite_temp_spelling_reads_the_moment(
     engine, moment = sqlite_world
     export(engine, tmp_path / "t", as_of=moment, query="SELECT id, tier FROM temp.customers")
     assert sorted(rows_of(tmp_path / "t")) == [["1", "gold"], ["2", "basic"]]
+    export(engine, tmp_path / "j", as_of=moment,
+           query="SELECT c.id, j.value FROM customers c, json_each('[10, 20]') j")
+    assert len(rows_of(tmp_path / "j")) == 4
     with engine.connect() as conn:  # the views and the authorizer are gone afterwards
         assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 5
         conn.exec_driver_sql("SELECT random()")

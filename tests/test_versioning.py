@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, exc, select
 from sqlalchemy.orm import Session
 
-from temporal import ReadOnlyError, UnsupportedError, as_of, history, transaction_time
+from temporal import (
+    ConflictError,
+    ReadOnlyError,
+    UnsupportedError,
+    as_of,
+    history,
+    transaction_time,
+)
 from tests.models import Base, Customer, Line, Order, Region
 
 
@@ -313,7 +320,14 @@ def test_changing_the_key_or_the_period_columns_is_refused(db: Engine) -> None:
         s.get(Customer, cid).id = cid + 100
         s.flush()
     with pytest.raises(UnsupportedError, match="period columns"), Session(db) as s:
-        s.get(Customer, cid).expired_at = None
+        s.get(Customer, cid).expired_at = datetime.now(timezone.utc)
+        s.flush()
+    with pytest.raises(UnsupportedError, match="period columns"), Session(db) as s:
+        s.get(Customer, cid).created_at = s.get(Customer, cid).created_at + timedelta(days=1)
+        s.flush()
+    # An older created_at claims the values were read from an older version (what a
+    # merged stale object carries): a conflict with the version that replaced it.
+    with pytest.raises(ConflictError, match="re-read it and retry"), Session(db) as s:
         s.get(Customer, cid).created_at = s.get(Customer, cid).created_at - timedelta(days=1)
         s.flush()
     assert len(physical(db, Customer)) == 1
