@@ -7,7 +7,7 @@ import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -453,9 +453,6 @@ def test_library_writes_are_not_versioned_twice(db: Engine) -> None:
     assert versions(db, 2)[-1]["expired_at"] is not None
     assert_contiguous(versions(db, 1))
 
-
-def _at(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
 
 
 def test_migration_operations_install_follow_and_remove_the_triggers(engine: Engine) -> None:
