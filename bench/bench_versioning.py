@@ -180,7 +180,7 @@ def case_orm_update(engine: Engine, base: Any, item: Any) -> float:
 
 def case_bulk_update(engine: Engine, base: Any, item: Any) -> float:
     fresh(engine, base)
-    with engine.begin() as conn:  # fast fill: the same rows for every variant
+    with engine.begin() as conn, _forging(conn):  # fast fill: the same rows for every variant
         conn.execute(item.__table__.insert(), [
             {"id": i, "name": f"item {i}", "value": 0,
              **({"created_at": _epoch()} if "created_at" in item.__table__.c else {})}
@@ -284,6 +284,17 @@ def case_point_reads(engine: Engine, base: Any, item: Any, as_of_reads: bool = F
 
     run()
     return statistics.median(timed(run) for _ in range(REPEAT))
+
+
+def _forging(conn: Any) -> Any:
+    """Stamped by hand: past temporal's versioning triggers (a no-op for other variants)."""
+    from contextlib import nullcontext
+
+    if "temporal" in sys.modules:
+        from temporal import triggers
+
+        return triggers.maintenance(conn)
+    return nullcontext()
 
 
 def _epoch() -> Any:

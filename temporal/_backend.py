@@ -47,6 +47,10 @@ from temporal.errors import UnsupportedError
 _EPOCH = datetime(1970, 1, 1, tzinfo=clock.UTC)
 
 SQLITE_CLOCK_TABLE = "temporal_clock"
+#: The clock table's marker while a library transaction holds the stamp (raw statements
+#: in that transaction share it, see ``triggers.py``), and during maintenance.
+LIBRARY_MARK = -1
+MAINTENANCE_MARK = -2
 
 
 def dialect_name(conn: Connection) -> str:
@@ -59,7 +63,11 @@ def dialect_name(conn: Connection) -> str:
 
 
 def read_stamp(conn: Connection) -> datetime:
-    """Take this transaction's timestamp (call once per transaction)."""
+    """Take this transaction's timestamp (call once per transaction).
+
+    A raw write earlier in the same transaction may have taken it already (the
+    triggers, ``triggers.py``): then it is that one.
+    """
     if dialect_name(conn) == "postgresql":
         for _ in range(1000):
             moment, unique = conn.execute(_PG_STAMP).one()
@@ -68,28 +76,80 @@ def read_stamp(conn: Connection) -> datetime:
         raise UnsupportedError("could not take a unique transaction timestamp")
     micros = _micros(clock.now())
     if not conn.info.get("temporal.clock_table"):
-        conn.exec_driver_sql(
-            f"CREATE TABLE IF NOT EXISTS {SQLITE_CLOCK_TABLE} "
-            "(id INTEGER PRIMARY KEY CHECK (id = 1), stamp INTEGER NOT NULL)"
-        )
+        ensure_sqlite_clock(conn)
         conn.info["temporal.clock_table"] = True
     stamp = conn.exec_driver_sql(
-        f"INSERT INTO {SQLITE_CLOCK_TABLE} (id, stamp) VALUES (1, ?) "
-        "ON CONFLICT (id) DO UPDATE SET stamp = max(stamp + 1, excluded.stamp) "
-        "RETURNING stamp",
+        f"UPDATE {SQLITE_CLOCK_TABLE} SET stamp = max(stamp + 1, ?), marker = {LIBRARY_MARK} "
+        "WHERE id = 1 RETURNING stamp",
         (micros,),
     ).scalar_one()
     return _EPOCH + timedelta(microseconds=stamp)
 
 
-# The xid first, then the clock; and a transaction-scoped advisory lock on the
-# stamp's microsecond, so no two transactions in flight share a stamp (a clash
-# just reads the clock again).
+def reassert_stamp(conn: Connection, stamp: datetime) -> datetime:
+    """After a savepoint rollback: make the database hold the transaction's stamp
+    again (PostgreSQL's ``temporal.stamp`` setting, SQLite's clock row), which the
+    rollback takes along if the savepoint took the stamp.
+
+    Then no version with that stamp survived (everything written after it was taken
+    went with the savepoint), so if a raw write has taken another one since, the
+    transaction adopts it. Returns the stamp to use.
+    """
+    if dialect_name(conn) == "postgresql":
+        value = conn.execute(_PG_REASSERT, {"micros": str(_micros(stamp))}).scalar_one()
+        return _EPOCH + timedelta(microseconds=int(value))
+    value = conn.exec_driver_sql(
+        f"UPDATE {SQLITE_CLOCK_TABLE} SET stamp = CASE WHEN marker = {LIBRARY_MARK} THEN stamp "
+        f"ELSE max(stamp + 1, ?) END, marker = {LIBRARY_MARK} WHERE id = 1 RETURNING stamp",
+        (_micros(stamp),),
+    ).scalar_one()
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def ensure_sqlite_clock(conn: Connection) -> None:
+    """SQLite: the clock table with its marker columns (older databases get them added)."""
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {SQLITE_CLOCK_TABLE} (id INTEGER PRIMARY KEY "
+        "CHECK (id = 1), stamp INTEGER NOT NULL, marker REAL, saved REAL)")
+    have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({SQLITE_CLOCK_TABLE})")}
+    for name in ("marker", "saved"):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE {SQLITE_CLOCK_TABLE} ADD COLUMN {name} REAL")
+    conn.exec_driver_sql(f"INSERT OR IGNORE INTO {SQLITE_CLOCK_TABLE} (id, stamp) VALUES (1, 0)")
+
+
+def release_sqlite_stamp(dbapi_connection: Any) -> None:
+    """SQLite, just before a library transaction commits: raw statements after it get
+    stamps of their own again."""
+    dbapi_connection.execute(f"UPDATE {SQLITE_CLOCK_TABLE} SET marker = NULL "
+                             f"WHERE id = 1 AND marker = {LIBRARY_MARK}")
+
+
+# The stamp a raw write took earlier in this transaction (the setting holds its
+# microseconds since the epoch); else the xid first, then the clock, and a
+# transaction-scoped advisory lock on the stamp's microsecond, so no two
+# transactions in flight share a stamp (a clash just reads the clock again).
+# The triggers' temporal_stamp() does the same in PL/pgSQL.
 _PG_STAMP = text(
-    "WITH xact AS MATERIALIZED (SELECT pg_current_xact_id() AS xid), "
-    "stamp AS MATERIALIZED (SELECT clock_timestamp() AS t FROM xact) "
-    "SELECT t, pg_try_advisory_xact_lock(1952804208, "
-    "(floor(extract(epoch FROM t) * 1000000)::bigint % 2147483647)::integer) FROM stamp"
+    "WITH prior AS MATERIALIZED (SELECT nullif(current_setting('temporal.stamp', true), '')"
+    "::bigint AS us), "
+    "xact AS MATERIALIZED (SELECT pg_current_xact_id() AS xid), "
+    "stamp AS MATERIALIZED (SELECT clock_timestamp() AS t FROM xact, prior "
+    "WHERE prior.us IS NULL), "
+    "taken AS MATERIALIZED (SELECT floor(extract(epoch FROM t) * 1000000)::bigint AS us "
+    "FROM stamp), "
+    "locked AS MATERIALIZED (SELECT us, pg_try_advisory_xact_lock(1952804208, "
+    "(us % 2147483647)::integer) AS ok FROM taken) "
+    "SELECT 'epoch'::timestamptz + us * interval '1 microsecond', true FROM prior "
+    "WHERE us IS NOT NULL "
+    "UNION ALL SELECT 'epoch'::timestamptz + us * interval '1 microsecond', "
+    "CASE WHEN ok THEN set_config('temporal.stamp', us::text, true) IS NOT NULL "
+    "ELSE false END FROM locked"
+)
+_PG_REASSERT = text(
+    "SELECT CASE WHEN coalesce(current_setting('temporal.stamp', true), '') = '' "
+    "THEN set_config('temporal.stamp', :micros, true) "
+    "ELSE current_setting('temporal.stamp', true) END"
 )
 
 
@@ -100,14 +160,8 @@ def hold_sqlite_write_lock(conn: Connection, wait: float) -> None:
     it no transaction with an earlier stamp is still open.
     """
     conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(wait * 1000)}")
-    conn.exec_driver_sql(
-        f"CREATE TABLE IF NOT EXISTS {SQLITE_CLOCK_TABLE} "
-        "(id INTEGER PRIMARY KEY CHECK (id = 1), stamp INTEGER NOT NULL)"
-    )
-    conn.exec_driver_sql(
-        f"INSERT INTO {SQLITE_CLOCK_TABLE} (id, stamp) VALUES (1, 0) "
-        "ON CONFLICT (id) DO UPDATE SET stamp = stamp"
-    )
+    ensure_sqlite_clock(conn)
+    conn.exec_driver_sql(f"UPDATE {SQLITE_CLOCK_TABLE} SET stamp = stamp WHERE id = 1")
 
 
 def database_now(conn: Connection) -> datetime:

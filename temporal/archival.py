@@ -50,7 +50,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from temporal import _backend, catalog
+from temporal import _backend, catalog, triggers
 from temporal.catalog import archive_name
 from temporal.clock import isoformat
 from temporal.database import engine_for
@@ -196,7 +196,7 @@ def _archive_table(engine: Engine, entry: catalog.Registration, result: TableRes
         mover = _pg_move if engine.dialect.name == "postgresql" else _sqlite_move
         while True:
             began = time.monotonic()
-            with engine.begin() as conn:
+            with engine.begin() as conn, triggers.maintenance(conn):
                 moved = mover(conn, table, result.cutoff, batch_size)
             held = time.monotonic() - began
             result.moved += moved
@@ -275,12 +275,14 @@ def archive_table(conn: Connection, table: Table) -> None:
                           f"PRIMARY KEY ({', '.join(quote(k) for k in key)})"))
         conn.execute(text(f"CREATE INDEX {quote(name + '_expired_at')} ON {quote(name)} "
                           f"(expired_at)"))
+        triggers.install_archive(conn, table.name)
         return
     copy = Table(name, MetaData(),
                  *[Column(c.name, c.type, nullable=c.nullable) for c in table.c],
                  PrimaryKeyConstraint(*key, name=f"{name}_pkey"))
     Index(f"{name}_expired_at", copy.c[EXPIRED_AT])
     copy.create(conn)
+    triggers.install_archive(conn, table.name)
 
 
 def reads_archive_apart(conn: Connection, table_name: str) -> bool:

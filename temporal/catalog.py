@@ -45,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 
-from temporal import clock, guard
+from temporal import clock, guard, triggers
 from temporal._backend import SQLITE_CLOCK_TABLE
 from temporal.database import engine_for
 from temporal.errors import TemporalError
@@ -151,7 +151,8 @@ def current_revision(conn: Connection) -> str | None:
 def upgrade(source: str | Engine, revision: str = "head") -> str | None:
     """Bring the catalog to ``revision``; register temporal tables it does not know yet.
 
-    At head, every temporal table gets its guard (``guard.py``). History that
+    At head, every temporal table gets its guard (``guard.py``) and its versioning
+    triggers (``triggers.py``). History that
     already holds overlapping versions raises :class:`~temporal.guard.OverlapError`
     naming them, and nothing is changed. Returns the revision afterwards.
     """
@@ -170,6 +171,8 @@ def upgrade(source: str | Engine, revision: str = "head") -> str | None:
             for entry in registrations(conn):  # tables made by an older library, too
                 if inspector.has_table(entry.table):
                     guard.install(conn, entry.table, entry.key)
+                    if not triggers.up_to_date(conn, entry.table):
+                        triggers.install(conn, entry.table, entry.key)
         return current_revision(conn)
 
 
@@ -302,6 +305,8 @@ class TableStatus:
     size_bytes: int | None
     registered: bool = True
     archived_through: datetime | None = None
+    #: Versioning triggers installed: raw SQL, psql and COPY writers are versioned too.
+    guarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,7 @@ def status(source: str | Engine) -> Status:
                 archived_rows=archived, size_bytes=_size(conn, name),
                 registered=entry is not None,
                 archived_through=entry.archived_through if entry else None,
+                guarded=triggers.installed(conn, name),
             ))
         return Status(revision=current_revision(conn), head=head_revision(), tables=rows)
 
@@ -390,6 +396,7 @@ def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
         register(connection, table.name, key, None if seconds is None else
                  timedelta(seconds=seconds))
         guard.install(connection, table.name, key)
+        triggers.install(connection, table.name, key)
 
 
 @event.listens_for(Table, "before_drop")

@@ -343,7 +343,8 @@ def db_downgrade_command(
 
 @db_app.command("status", epilog="Example: temporal db status")
 def db_status_command(url: UrlOption = None) -> None:
-    """The catalog's revision and every temporal table: key, TTL, rows, size."""
+    """The catalog's revision and every temporal table: key, TTL, rows, size, and whether
+    the database versions raw writers on it (guarded)."""
     state = catalog.status(database_url(url))
     if state.revision is None:
         typer.echo(f"catalog: none (run `temporal db upgrade`; head is {state.head})")
@@ -357,13 +358,14 @@ def db_status_command(url: UrlOption = None) -> None:
     from rich.table import Table as RichTable
 
     view = RichTable("table", "key", "ttl", "current rows", "history rows", "archived rows",
-                     "size", box=None, header_style="bold")
+                     "size", "guarded", box=None, header_style="bold")
     for t in state.tables:
         name = t.table if t.registered else f"{t.table} (unregistered)"
         view.add_row(name, ", ".join(t.key), format_duration(t.ttl) if t.ttl else "none",
                      f"{t.current_rows:,}", f"{t.history_rows:,}",
                      "-" if t.archived_rows is None else f"{t.archived_rows:,}",
-                     _size(t.size_bytes))
+                     _size(t.size_bytes),
+                     "yes" if t.guarded else "no (run `temporal db upgrade`)")
     Console(width=200).print(view)
 
 

@@ -15,6 +15,9 @@ retry):
   ``<table>_no_overlap``, see ``guard.py``): a transaction with an older stamp
   tried to write a version overlapping one that a younger transaction
   committed meanwhile, typically re-inserting a key the younger one deleted.
+  The versioning triggers (``triggers.py``) raise the same error when a raw
+  statement would change a version younger than its stamp; that one is a
+  conflict whatever the statement (raw SQL through a session included).
 
 Anything else passes through untouched: plain tables' errors, and raw SQL
 outside a versioning transaction (whose overlap is an ``IntegrityError``, as
@@ -30,7 +33,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 
-from temporal import guard
+from temporal import guard, triggers
 from temporal.errors import ConflictError
 from temporal.model import is_temporal_table
 from temporal.versioning import wrote_versions
@@ -45,7 +48,7 @@ def _as_conflict(context: ExceptionContext) -> BaseException | None:
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate not in _RETRYABLE and sqlstate != _EXCLUSION:
         return None
-    if not (_on_temporal_table(context) or (
+    if not (_on_temporal_table(context) or _from_triggers(orig) or (
             context.connection is not None and wrote_versions(context.connection))):
         return None  # a plain table's, or raw SQL outside a versioning transaction
     if sqlstate in _RETRYABLE:
@@ -65,6 +68,16 @@ def _as_conflict(context: ExceptionContext) -> BaseException | None:
                 "Roll back and retry".replace("  ", " ")
             )
     return None
+
+
+def _from_triggers(error: Any) -> bool:
+    """The versioning triggers' refusal of an older stamp (``triggers.py``), whatever the
+    statement: it names the table's guard, on that very table."""
+    diag = getattr(error, "diag", None)
+    name, table = getattr(diag, "constraint_name", None), getattr(diag, "table_name", None)
+    message = getattr(diag, "message_primary", None) or ""
+    return bool(name and table and name == table + guard.NO_OVERLAP
+                and message.startswith(triggers.MESSAGE))
 
 
 def _on_temporal_table(context: ExceptionContext) -> bool:

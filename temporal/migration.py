@@ -23,7 +23,8 @@ for dropping.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,7 +52,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
-from temporal import _backend, catalog, guard, hooks
+from temporal import _backend, catalog, guard, hooks, triggers
 from temporal.clock import aware, isoformat
 from temporal.errors import TemporalError
 from temporal.model import (
@@ -229,7 +230,25 @@ class SetTemporalTtlOp(MigrateOperation):
 # -- implementations --------------------------------------------------------------------
 
 
+def _maintained(implementation: Callable[[Operations, Any], None]
+                ) -> Callable[[Operations, Any], None]:
+    """Run an operation as maintenance: it moves history, which raw writers may not.
+    Statements of the migration before and after it stay versioned."""
+
+    @functools.wraps(implementation)
+    def run(operations: Operations, op: Any) -> None:
+        conn = operations.get_bind()
+        if conn is None or operations.get_context().as_sql:
+            implementation(operations, op)  # refused there, with the reason
+            return
+        with triggers.maintenance(conn):
+            implementation(operations, op)
+
+    return run
+
+
 @Operations.implementation_for(MakeTemporalOp)
+@_maintained
 def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
     conn = _bind(operations)
     old = _reflect(conn, op.table_name)
@@ -271,6 +290,7 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
                 conn.execute(CreateIndex(index))
         catalog.register(conn, name, key, op.ttl)
         guard.install(conn, name, key)
+        triggers.install(conn, name, key)
     else:
         copied = [old.c[c.name] for c in new.c if c.name not in (CREATED_AT, EXPIRED_AT)]
         _rebuild_sqlite(conn, old, new, [*copied, literal(since, UTCDateTime()),
@@ -278,6 +298,7 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
 
 
 @Operations.implementation_for(MakePlainOp)
+@_maintained
 def _make_plain(operations: Operations, op: MakePlainOp) -> None:
     conn, old, key = _temporal(operations, op.table_name, "")
     current_only = old.c[EXPIRED_AT].is_(None)
@@ -285,6 +306,7 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
     if conn.dialect.name == "postgresql":
         name = op.table_name
         guard.remove(conn, name)
+        triggers.remove(conn, name)
         conn.execute(delete(old).where(~current_only))
         uniques = [ix for ix in old.indexes if _current_unique(ix, name)]
         for index in old.indexes:
@@ -310,6 +332,7 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
 
 
 @Operations.implementation_for(AddTemporalColumnOp)
+@_maintained
 def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> None:
     conn, old, _ = _temporal(operations, op.table_name, "; use op.add_column")
     column = op.column
@@ -364,6 +387,7 @@ def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> Non
 
 
 @Operations.implementation_for(DropTemporalColumnOp)
+@_maintained
 def _drop_temporal_column(operations: Operations, op: DropTemporalColumnOp) -> None:
     conn, old, key = _temporal(operations, op.table_name, "; use op.drop_column")
     if op.column_name not in old.c:
@@ -596,6 +620,7 @@ def _rebuild_sqlite(conn: Connection, old: Table, new: Table, values: list[Any],
     quote = conn.dialect.identifier_preparer.quote
     with _savepoint(conn):
         guard.remove(conn, name)  # the triggers would follow the renamed table
+        triggers.remove(conn, name)
         legacy = conn.exec_driver_sql("PRAGMA legacy_alter_table").scalar()
         conn.exec_driver_sql("PRAGMA legacy_alter_table = ON")  # views keep the name
         conn.exec_driver_sql(f"ALTER TABLE {quote(name)} RENAME TO {quote(parked)}")
@@ -610,6 +635,7 @@ def _rebuild_sqlite(conn: Connection, old: Table, new: Table, values: list[Any],
         key = catalog.temporal_shape(new)
         if key is not None:  # before the copy, which it checks
             guard.install(conn, name, key)
+            triggers.install(conn, name, key)  # naming the new table's columns
         conn.execute(insert(new).from_select(list(columns or new.c), query))
         conn.exec_driver_sql(f"DROP TABLE {quote(parked)}")
 

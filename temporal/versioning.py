@@ -84,6 +84,7 @@ class _Tx:
     pending: dict[Table, list[Any]] = field(default_factory=dict)  # unitofwork's batches
     next_id: dict[Table, int] = field(default_factory=dict)
     written: set[Table] = field(default_factory=set)  # tables this transaction versioned
+    reassert: bool = False  # a savepoint rolled back: the stamp's setting may be gone
 
 
 _transactions: weakref.WeakKeyDictionary[Any, _Tx] = weakref.WeakKeyDictionary()
@@ -99,6 +100,9 @@ def transaction_state(conn: Connection) -> _Tx:
     if tx is None:
         tx = _Tx(stamp=_backend.read_stamp(conn), dialect=_backend.dialect_name(conn))
         _transactions[root] = tx
+    elif tx.reassert:
+        tx.reassert = False
+        tx.stamp = _backend.reassert_stamp(conn, tx.stamp)
     return tx
 
 
@@ -124,6 +128,19 @@ def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
     if tx is not None:
         tx.pending.clear()
         tx.next_id.clear()
+        # The raw writers' triggers read the stamp from the database (a transaction-local
+        # setting, SQLite's clock row), which the rollback takes along if the savepoint
+        # took the stamp.
+        tx.reassert = True
+
+
+@hooks.on(Engine, "commit")
+def _release_stamp(conn: Connection) -> None:
+    """SQLite: a committing library transaction stops lending its stamp to raw statements."""
+    root = conn.get_transaction()
+    tx = _transactions.get(root) if root is not None else None
+    if tx is not None and tx.dialect == "sqlite":
+        _backend.release_sqlite_stamp(conn.connection.driver_connection)
 
 
 def transaction_time(session_or_connection: Session | Connection, model: Any = None) -> datetime:

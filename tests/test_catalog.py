@@ -94,6 +94,7 @@ def test_db_status_on_a_populated_database(engine: Engine, url: URL) -> None:
     assert lines[0] == f"catalog: revision {catalog.head_revision()}"
     row = next(line.split() for line in lines if line.startswith(" customers"))
     assert row[:5] == ["customers", "id", "30d", "3", "3"]  # key, TTL, current, history
+    assert row[-1] == "yes"  # guarded: raw writers are versioned
     assert not any("regions" in line for line in lines)
     assert url.password is None or url.password not in result.output
 
