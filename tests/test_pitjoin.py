@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -428,9 +429,13 @@ def test_spine_values_keep_their_identity(db: Engine, story: list[datetime], tmp
     rows = [json.loads(line) for line in lines]
     by_text = {r["text"]: r for r in rows}
     assert set(by_text) == set(texts)
-    assert by_text[""]["x"] == 0.1 and by_text[None]["x"] == "Infinity"
+    # JSON lines spell non-finite doubles bare (NaN, Infinity), as every reader accepts
+    assert by_text[""]["x"] == 0.1 and by_text[None]["x"] == float("inf")
     assert by_text['q"uote, comma']["x"] == -0.0 and by_text["new\nline"]["x"] == 1e300
-    assert by_text["ünï"]["x"] == ("NaN" if db.dialect.name == "postgresql" else 2.5)
+    if db.dialect.name == "postgresql":
+        assert math.isnan(by_text["ünï"]["x"])
+    else:
+        assert by_text["ünï"]["x"] == 2.5
     assert [by_text[t]["flag"] for t in texts] == [True, False, None, True, False]
     assert by_text[""]["day"] == "2026-01-02" and by_text[None]["day"] is None
     assert {r["customers.name"] for r in rows} == {"bob"}
