@@ -95,6 +95,11 @@ class _Authorizer:
                     "may call (core functions that only read their arguments)")
         if action != sqlite3.SQLITE_READ or table is None:
             return "the query may only read (SELECT); it tried to do something else"
+        if inner is not None and inner in self.unversioned and db == "main" and (
+                table in self.shadows or table.removesuffix(ARCHIVE_SUFFIX) in self.shadows):
+            return (f"view {inner} reads the temporal table {table} as it is now, not as of "
+                    f"the export's moment (naming the view unversioned does not make {table} "
+                    f"unversioned): query {table.removesuffix(ARCHIVE_SUFFIX)} itself")
         if inner is not None and (inner in self.shadows or inner in self.unversioned):
             return None  # inside an as-of view, or a view the user named unversioned
         if db == "temp" and table in self.shadows:

@@ -53,8 +53,13 @@ def os_error(error: OSError, path: Path | str | None = None) -> ExportError:
                        "nothing was left behind")
 
 
-def _kind(folder: Path) -> str:
-    """``missing``, ``empty``, ``interrupted``, ``export`` or ``other``."""
+def _kind(folder: Path, partial: bool = False) -> str:
+    """``missing``, ``empty``, ``interrupted``, ``export`` or ``other``.
+
+    Only a ``.partial`` folder can be ``interrupted``: the marker never reaches
+    ``out`` (it goes before the move), so in any other folder it is a file like
+    any other, and a stray one must not make a user's folder replaceable.
+    """
     if not folder.exists() and not folder.is_symlink():
         return "missing"
     if folder.is_symlink() or not folder.is_dir():
@@ -62,7 +67,7 @@ def _kind(folder: Path) -> str:
     entries = list(folder.iterdir())
     if not entries:
         return "empty"
-    if (folder / MARKER).is_file() and not (folder / MARKER).is_symlink():
+    if partial and (folder / MARKER).is_file() and not (folder / MARKER).is_symlink():
         return "interrupted"
     return "export" if _is_export(folder) else "other"
 
@@ -159,7 +164,7 @@ def staging(out: Path, force: bool, protect: Sequence[Path] = ()) -> Iterator[Pa
 
 def _claim(partial: Path, out: Path) -> IO[str]:
     if partial.exists() or partial.is_symlink():
-        kind = _kind(partial)
+        kind = _kind(partial, partial=True)
         if kind not in ("interrupted", "export", "empty"):
             raise ExportError(f"{partial} is in the way (an export writes there first) and "
                               "is not an interrupted export; move it away")
@@ -185,7 +190,7 @@ def _move_into_place(partial: Path, out: Path) -> None:
         return
     old = out.parent / f".{out.name}.replaced"
     if old.exists() or old.is_symlink():
-        if _kind(old) not in ("export", "interrupted", "empty"):
+        if _kind(old) not in ("export", "empty"):
             raise ExportError(f"{old} is in the way (an export moves the one it replaces "
                               "there) and is not an export; move it away")
         shutil.rmtree(old)

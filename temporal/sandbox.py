@@ -290,7 +290,9 @@ class _Relation:
 def _pg_relation(conn: Connection, oid: int) -> _Relation:
     row = conn.exec_driver_sql(
         "SELECT n.nspname, c.relname, c.relkind, c.relnamespace = pg_my_temp_schema(), "
-        "(SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped "
+        # Only a table keeps history; a view showing the period columns is a view.
+        "c.relkind IN ('r', 'p') AND (SELECT count(*) FROM pg_attribute a "
+        " WHERE a.attrelid = c.oid AND NOT a.attisdropped "
         " AND a.attname IN ('created_at', 'expired_at')) = 2 "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %(oid)s",
         {"oid": oid}).one()
@@ -340,14 +342,25 @@ def _pg_check_relation(conn: Connection, rel: _Relation, shadows: dict[str, Tabl
     if rel.mine and rel.name in shadows:
         return
     if rel.oid in allowed:
-        if rel.kind == "v" and depth < 8:
+        if rel.kind == "v":
+            if depth >= 8:
+                raise QueryError(f"view {rel.shown} nests views more than 8 deep; query "
+                                 "the tables it reads")
             # Read as it is now, by the user's choice; but it may not call what the
-            # query itself may not.
+            # query itself may not, nor read a temporal table as it is now.
             definition = conn.exec_driver_sql("SELECT pg_get_viewdef(%(o)s)", {"o": rel.oid}
                                               ).scalar_one()
             inner = _pg_tree(definition, what=f"view {rel.shown}")
             _pg_check_functions(conn, inner.functions)
-            everything = {**allowed, **{o: "" for o in _pg_view_relations(conn, rel.oid)}}
+            reads = _pg_view_relations(conn, rel.oid)
+            for oid in reads:
+                read = _pg_relation(conn, oid)
+                if read.temporal:
+                    raise QueryError(
+                        f"view {rel.shown} reads the temporal table {read.name} as it is "
+                        "now, not as of the export's moment (naming the view unversioned "
+                        f"does not make {read.name} unversioned): query {read.name} itself")
+            everything = {**allowed, **{o: "" for o in reads}}
             _pg_check_view(conn, str(rel.oid), _Tree(functions=inner.functions), shadows,
                            everything, depth + 1)
         return

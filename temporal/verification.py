@@ -85,6 +85,7 @@ def verify(manifest: str | Path, source: str | Engine | None = None, *,
     """
     loaded = read_manifest(manifest)
     assert loaded.path is not None
+    _check_shape(loaded)
     report = VerifyReport(manifest=loaded.path, rows=loaded.rows)
     root = loaded.path.parent
     if key is not None:
@@ -92,6 +93,10 @@ def verify(manifest: str | Path, source: str | Engine | None = None, *,
         problem = signing.check(loaded.path, key)
         if problem:
             report.problems.append(f"signature: {problem}")
+    try:
+        parse_time(loaded.as_of)
+    except TemporalError:
+        report.problems.append(f"manifest: as_of {loaded.as_of!r} is not a valid time")
     intact: dict[str, bool] = {}  # per table: every file matches its checksum
     actual: dict[str, str] = {}  # each readable file's real sha256
     for entry in loaded.files:
@@ -106,6 +111,56 @@ def verify(manifest: str | Path, source: str | Engine | None = None, *,
     if source is not None:
         _check_database(loaded, source, from_files, actual, report)
     return report
+
+
+def _check_shape(loaded: Manifest) -> None:
+    """Refuse a manifest whose values have the wrong types, before any claim is read.
+
+    Its checksum is intact (anyone can recompute it), so nothing else has
+    checked that a path is a string or a row count a number; one clear error
+    instead of a crash deep in the comparison.
+    """
+    def wrong(what: str) -> ManifestError:
+        return ManifestError(f"{loaded.path} is not a valid manifest: {what}")
+
+    def count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(loaded.as_of, str):
+        raise wrong("as_of is not a string")
+    if not isinstance(loaded.format, str):
+        raise wrong("format is not a string")
+    if not isinstance(loaded.writer, dict):
+        raise wrong("writer is not an object")
+    if not isinstance(loaded.content_digest, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in loaded.content_digest.items()):
+        raise wrong("content_digest is not an object of strings")
+    if not isinstance(loaded.schema, dict) or not all(
+            isinstance(columns, list) and all(isinstance(c, dict) and isinstance(
+                c.get("name"), str) for c in columns) for columns in loaded.schema.values()):
+        raise wrong("schema is not an object of column lists")
+    for name, value in (("tables", loaded.tables), ("unversioned", loaded.unversioned)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong(f"{name} is not a list of names")
+    if loaded.query is not None and not isinstance(loaded.query, str):
+        raise wrong("query is not a string")
+    objects: dict[str, object] = {"spine": loaded.spine, "changes": loaded.changes}
+    for name, shape in objects.items():
+        if shape is not None and not isinstance(shape, dict):
+            raise wrong(f"{name} is not an object")
+    rows_per_file = loaded.writer.get("rows_per_file", 1)
+    if not count(rows_per_file) or not rows_per_file:
+        raise wrong("writer.rows_per_file is not a positive number")
+    seen: set[str] = set()
+    for entry in loaded.files:
+        if not (isinstance(entry.path, str) and isinstance(entry.table, str)
+                and isinstance(entry.sha256, str) and count(entry.rows)
+                and count(entry.bytes)):
+            raise wrong(f"the file entry {entry.path!r} has a value of the wrong type")
+        normal = Path(entry.path).as_posix()
+        if normal in seen:
+            raise wrong(f"it lists {entry.path} twice")
+        seen.add(normal)
 
 
 def _confined(root: Path, relative: str) -> Path | None:
@@ -325,8 +380,7 @@ def _check_database(loaded: Manifest, source: str | Engine, from_files: dict[str
     try:
         at = parse_time(loaded.as_of)
     except TemporalError:
-        report.problems.append(f"manifest: as_of {loaded.as_of!r} is not a valid time")
-        return
+        return  # verify() reported it, blaming the manifest
     with tempfile.TemporaryDirectory(prefix="temporal-verify-") as tmp:
         try:
             fresh = _reexport(loaded, source, Path(tmp) / "again", at)

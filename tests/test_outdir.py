@@ -95,6 +95,30 @@ def test_force_never_deletes_unrelated_files(folder_db: tuple[Path, str, datetim
     assert (tmp_path / "e" / "customers" / "mine.txt").read_text() == "keep me"
 
 
+def test_a_marker_file_does_not_make_a_folder_replaceable(folder_db: tuple[Path, str, datetime],
+                                                         tmp_path: Path) -> None:
+    """Only ``<out>.partial`` is ever interrupted: a marker inside ``out`` (or in the folder
+    an export moves the one it replaces to) is a file like any other."""
+    _, url, moment = folder_db
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "app.py").write_text("print('hi')\n")
+    (project / MARKER).write_text("not mine\n")
+    before = snapshot(project)
+    for force in (False, True):
+        with pytest.raises(ExportError, match="not a temporal export"):
+            export(url, project, as_of=moment, tables=["customers"], force=force)
+        assert snapshot(project) == before
+    export(url, tmp_path / "e", as_of=moment, tables=["customers"])
+    aside = tmp_path / ".e.replaced"
+    (aside / "src").mkdir(parents=True)
+    (aside / "src" / "app.py").write_text("keep me")
+    (aside / MARKER).write_text("")
+    with pytest.raises(ExportError, match="in the way"):
+        export(url, tmp_path / "e", as_of=moment, tables=["customers"], force=True)
+    assert (aside / "src" / "app.py").read_text() == "keep me"
+
+
 def test_force_replaces_a_previous_export_and_an_empty_folder_needs_nothing(
     folder_db: tuple[Path, str, datetime], tmp_path: Path
 ) -> None:

@@ -133,9 +133,25 @@ def test_a_plain_table_or_view_is_read_only_when_named_unversioned(
     assert manifest.unversioned == ["regions"]
     written = json.loads((tmp_path / "u" / "manifest.json").read_text())
     assert written["unversioned"] == ["regions"]
-    view = export(engine, tmp_path / "v", as_of=moment, unversioned=["v_customers"],
-                  query="SELECT id, tier FROM v_customers")
-    assert LATE in {r[1] for r in rows_of(tmp_path / "v")} and view.unversioned
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE VIEW v_regions AS SELECT id, name FROM regions")
+    view = export(engine, tmp_path / "v", as_of=moment, unversioned=["v_regions"],
+                  query="SELECT id, name FROM v_regions")
+    assert rows_of(tmp_path / "v") == [["1", "north"]] and view.unversioned == ["v_regions"]
+    # A view over a temporal table would read it as it is now: naming the view
+    # unversioned does not make its temporal tables unversioned.
+    refused(engine, moment, tmp_path, "SELECT id, tier FROM v_customers",
+            "v_customers reads the temporal table customers", unversioned=["v_customers"])
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE VIEW v_mixed AS SELECT r.name, c.tier FROM regions r "
+                             "JOIN customers c ON c.id = r.id")
+        conn.exec_driver_sql("CREATE VIEW v_periods AS SELECT * FROM customers")
+    refused(engine, moment, tmp_path, "SELECT * FROM v_mixed",
+            "v_mixed reads the temporal table customers", unversioned=["v_mixed"])
+    # A view showing the period columns is still a view, not a temporal table.
+    refused(engine, moment, tmp_path, "SELECT * FROM v_periods", "v_periods is a view")
+    refused(engine, moment, tmp_path, "SELECT * FROM v_periods",
+            "v_periods reads the temporal table customers", unversioned=["v_periods"])
     refused(engine, moment, tmp_path, "SELECT * FROM customers", "customers is temporal",
             unversioned=["customers"])
     refused(engine, moment, tmp_path, "SELECT 1", "no table or view", unversioned=["nope"])
@@ -291,6 +307,21 @@ def test_a_view_named_unversioned_may_not_call_what_a_query_may_not(
         conn.exec_driver_sql("CREATE VIEW killer AS SELECT pg_terminate_backend(0) AS k")
     refused(engine, moment, tmp_path, "SELECT * FROM killer", "pg_terminate_backend is VOLATILE",
             unversioned=["killer"])
+
+
+@pytest.mark.postgres
+def test_a_deep_chain_of_views_named_unversioned_is_checked_to_the_bottom(
+    pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = pg_world
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE VIEW chain0 AS SELECT pg_terminate_backend(0) AS k")
+        for i in range(1, 10):
+            conn.exec_driver_sql(f"CREATE VIEW chain{i} AS SELECT * FROM chain{i - 1}")
+    refused(engine, moment, tmp_path, "SELECT * FROM chain9", "nests views more than 8 deep",
+            unversioned=["chain9"])
+    refused(engine, moment, tmp_path, "SELECT * FROM chain3", "pg_terminate_backend is VOLATILE",
+            unversioned=["chain3"])
 
 
 # -- SQLite ------------------------------------------------------------------------

@@ -163,3 +163,40 @@ def test_a_signed_manifest_proves_who_wrote_it(engine: Engine, tmp_path: Path) -
     unsigned = tmp_path / "unsigned"
     export(engine, unsigned, as_of=moment, tables=["customers"])
     assert "not signed" in verify(unsigned, key=key).problems[0]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda b: b["files"][0].update(rows="10"), "wrong type"),
+    (lambda b: b["files"][0].update(rows=None), "wrong type"),
+    (lambda b: b["files"][0].update(path=5), "wrong type"),
+    (lambda b: b["files"][0].update(bytes=True), "wrong type"),
+    (lambda b: b["files"][0].update(table=["x"]), "wrong type"),
+    (lambda b: b.update(content_digest=[]), "content_digest"),
+    (lambda b: b["content_digest"].update(algorithm=[1]), "content_digest"),
+    (lambda b: b.update(schema=[]), "schema"),
+    (lambda b: b["schema"].update(customers=[1]), "schema"),
+    (lambda b: b.update(as_of=5), "as_of"),
+    (lambda b: b.update(spine=5), "spine"),
+    (lambda b: b.update(tables=3), "tables"),
+    (lambda b: b["writer"].update(rows_per_file=0), "rows_per_file"),
+    (lambda b: b["files"].append(dict(b["files"][0], path="customers/./part-00000.csv")),
+     "twice"),
+])
+def test_a_manifest_with_values_of_the_wrong_type_is_one_clear_error(
+    exported: tuple[Engine, Path, datetime], edit: Callable[[dict[str, Any]], None], match: str
+) -> None:
+    """Types a forged (checksum-recomputed) manifest mangles: no crash, and no hang (a
+    re-export with rows_per_file 0 never ended)."""
+    engine, out, _ = exported
+    forge(out, edit)
+    with pytest.raises(ManifestError, match=match):
+        verify(out, engine)
+
+
+def test_an_unreadable_as_of_is_blamed_on_the_manifest_without_a_database(
+    exported: tuple[Engine, Path, datetime]
+) -> None:
+    _, out, _ = exported
+    forge(out, lambda b: b.update(as_of="yesterday"))
+    report = verify(out)
+    assert report.problems == ["manifest: as_of 'yesterday' is not a valid time"]
