@@ -55,6 +55,15 @@ class Format(str, Enum):
     parquet = "parquet"
 
 
+# The options every command that writes an export folder shares (export, changes).
+FormatOption = Annotated[Format, typer.Option("--format", help="File format.")]
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="Replace a previous export in --out (never anything else).")]
+SigningKeyOption = Annotated[Path | None, typer.Option(
+    "--signing-key-file", metavar="FILE", help="Sign the manifest with the key in FILE "
+    "(HMAC-SHA256, written to manifest.sig).", show_default=False)]
+
+
 def database_url(url: str | None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
@@ -144,15 +153,12 @@ def export_command(
     unversioned: Annotated[list[str] | None, typer.Option(
         "--unversioned", metavar="NAME", help="A plain table or view --query may read as it "
         "is now (recorded in the manifest); repeat for several.")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="File format.")] = Format.csv,
-    force: Annotated[bool, typer.Option("--force", help="Replace a previous export in --out "
-                                        "(never anything else).")] = False,
+    fmt: FormatOption = Format.csv,
+    force: ForceOption = False,
     wait: Annotated[str, typer.Option("--wait", metavar="DURATION", help="How long to wait for "
                                       "writers that could still commit before --as-of.")
                     ] = "30s",
-    signing_key_file: Annotated[Path | None, typer.Option(
-        "--signing-key-file", metavar="FILE", help="Sign the manifest with the key in FILE "
-        "(HMAC-SHA256, written to manifest.sig).", show_default=False)] = None,
+    signing_key_file: SigningKeyOption = None,
     spine: Annotated[Path | None, typer.Option(
         "--spine", metavar="FILE", help="Point-in-time join: a CSV or Parquet file of events "
         "(entity key, event time, labels).", show_default=False)] = None,
@@ -233,15 +239,12 @@ def changes_command(
     table: Annotated[list[str] | None, typer.Option("--table", metavar="NAME", help="A "
                                                     "temporal table; repeat for several "
                                                     "(default: every one).")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="File format.")] = Format.csv,
-    force: Annotated[bool, typer.Option("--force", help="Replace a previous export in --out "
-                                        "(never anything else).")] = False,
+    fmt: FormatOption = Format.csv,
+    force: ForceOption = False,
     wait: Annotated[str, typer.Option("--wait", metavar="DURATION", help="How long to wait for "
                                       "writers that could still commit before --until.")
                     ] = "30s",
-    signing_key_file: Annotated[Path | None, typer.Option(
-        "--signing-key-file", metavar="FILE", help="Sign the manifest with the key in FILE "
-        "(HMAC-SHA256, written to manifest.sig).", show_default=False)] = None,
+    signing_key_file: SigningKeyOption = None,
     url: UrlOption = None,
 ) -> None:
     """Export every change in (--since, --until] with _change_type and _commit_time."""

@@ -692,38 +692,28 @@ class ExportPlan:
 
 def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Sequence[str] | None,
                name: str, wait: float) -> Manifest:
+    def sources(snapshot: _Snapshot) -> list[_Source]:
+        if plan.query is not None:
+            return [_query_source(snapshot, name)]
+        return [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
+
+    return export_sources(source, out, plan, wait=wait, sources=sources,
+                          query=plan.query, unversioned=plan.unversioned)
+
+
+def export_sources(source: str | Engine, out: Path, plan: ExportPlan, *, wait: float,
+                   sources: Callable[[_Snapshot], list[_Source]],
+                   tables: list[str] | None = None,
+                   query: str | None = None, unversioned: Unversioned = (),
+                   prepare: Callable[[Connection], None] | None = None) -> Manifest:
+    """The export pipeline: a snapshot as of ``plan.at``, then ``sources(snapshot)``
+    written and described (the manifest lists ``tables``; by default the sources'
+    names, or none for a query), staged and moved into place."""
     if plan.digest not in DIGEST_ROWS:
         raise ExportError(f"unknown content digest algorithm {plan.digest!r}")
     with engine_for(source) as engine:
         protect = _database_files(engine)
         outdir.check(out, plan.force, protect)  # refuse before any work
-        snapshot = _open_snapshot(engine, plan.at, wait, plan.query, plan.unversioned)
-        try:
-            if plan.query is not None:
-                sources = [_query_source(snapshot, name)]
-            else:
-                sources = [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
-            with outdir.staging(out, plan.force, protect) as partial:
-                manifest = _export_in(snapshot, partial, sources, plan)
-                if plan.signing_key is not None:
-                    signing.sign(partial / MANIFEST_NAME, plan.signing_key)
-            manifest.path = out / MANIFEST_NAME
-            return manifest
-        finally:
-            snapshot.close()
-
-
-def export_sources(source: str | Engine, out: Path, plan: ExportPlan, *, wait: float,
-                   sources: Callable[[_Snapshot], list[_Source]], tables: list[str],
-                   query: str | None = None, unversioned: Unversioned = (),
-                   prepare: Callable[[Connection], None] | None = None) -> Manifest:
-    """The export pipeline for rows from elsewhere (a change feed, a join): a snapshot
-    as of ``plan.at``, then ``sources(snapshot)`` written and described like tables."""
-    if plan.digest not in DIGEST_ROWS:
-        raise ExportError(f"unknown content digest algorithm {plan.digest!r}")
-    with engine_for(source) as engine:
-        protect = _database_files(engine)
-        outdir.check(out, plan.force, protect)
         snapshot = _open_snapshot(engine, plan.at, wait, query, unversioned, prepare)
         try:
             chosen = sources(snapshot)
