@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session
 from temporal.archival import all_versions
 from temporal.catalog import ARCHIVE_SUFFIX
 from temporal.clock import aware, isoformat
-from temporal.encoding import INTERVAL, JSON, column_type
+from temporal.encoding import column_type, read_as_text
 from temporal.errors import ExportError
 from temporal.export import (
     _STREAM,
@@ -160,9 +160,7 @@ def _feed_source(conn: Connection, name: str, since: datetime, until: datetime) 
     dialect = conn.dialect
     data = [c for c in table.c if c.name not in (CREATED_AT, EXPIRED_AT)]
     types = [column_type(c.type, dialect) for c in data]
-    # JSON documents (and PostgreSQL intervals) are read as their text, as in an
-    # export: a driver would turn JSON null into NULL and a month into 30 days.
-    textual = (JSON, INTERVAL) if dialect.name == "postgresql" else (JSON,)
+    textual = read_as_text(dialect.name)  # as in an export
     as_text = frozenset(c.name for c, t in zip(data, types, strict=True)
                         if t.encoding in textual)
     stmt = feed_statement(conn, table, since, until, as_text=as_text)

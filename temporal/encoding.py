@@ -286,6 +286,13 @@ def _json(value: Any) -> str:
 Encoder = Callable[[Any], "str | None"]
 
 
+def read_as_text(dialect: str) -> frozenset[str]:
+    """The encodings read from ``dialect`` as their text rather than through the driver:
+    JSON documents (a driver turns JSON null into NULL) and PostgreSQL intervals (a
+    driver turns a month into 30 days)."""
+    return frozenset((JSON, INTERVAL)) if dialect == "postgresql" else frozenset((JSON,))
+
+
 def encoder(column: ColumnType) -> Encoder:
     """The function from a value read for ``column`` to its canonical text."""
     kind = column.encoding

@@ -63,7 +63,6 @@ from temporal.database import engine_for
 from temporal.encoding import (
     CSV_ROWS,
     DIGEST_ROWS,
-    INTERVAL,
     JSON,
     OTHER,
     ColumnType,
@@ -71,6 +70,7 @@ from temporal.encoding import (
     csv_row,
     encoder,
     pg_column_type,
+    read_as_text,
 )
 from temporal.errors import ExportError, InvalidTimeError, UnsupportedError
 from temporal.manifest import MANIFEST_NAME, FileEntry, Manifest
@@ -182,9 +182,7 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     types = [column_type(c.type, dialect) for c in data]
     by_type = {c.name: t for c, t in zip(data, types, strict=True)}
     versions = all_versions(conn, table)  # archived versions included
-    # JSON documents (and PostgreSQL intervals) are read as their text: a driver
-    # would turn JSON null into NULL and a month into 30 days.
-    as_text = (JSON, INTERVAL) if dialect.name == "postgresql" else (JSON,)
+    as_text = read_as_text(dialect.name)
     stmt = (select(*[cast(versions.c[c.name], Text) if t.encoding in as_text
                      else versions.c[c.name] for c, t in zip(data, types, strict=True)])
             .where(valid_at(versions, at))
@@ -287,9 +285,9 @@ def _query_source(snapshot: _Snapshot, name: str) -> _Source:
         if copy is not None:
             def fast() -> Iterator[list[bytes]]:
                 return pgcopy.copy_batches(conn, copy, FETCH_ROWS)
-        # Else JSON (no ordering operator; the driver loses JSON null) and intervals
-        # are read as text.
-        as_text = [f"q.c{i}::text" if t.encoding in (JSON, INTERVAL) else f"q.c{i}"
+        # Else JSON (no ordering operator either) and intervals are read as text.
+        textual = read_as_text("postgresql")
+        as_text = [f"q.c{i}::text" if t.encoding in textual else f"q.c{i}"
                    for i, t in enumerate(types, start=1)]
         order = [f"q.c{i}::text" if t.encoding == JSON else f"q.c{i}"
                  for i, t in enumerate(types, start=1)]

@@ -45,7 +45,7 @@ from temporal import authorizer, pgcopy
 from temporal.archival import reads_archive_apart
 from temporal.catalog import ARCHIVE_SUFFIX, archive_name
 from temporal.clock import UTC, aware, isoformat
-from temporal.encoding import INTERVAL, JSON, OTHER, ColumnType, column_type
+from temporal.encoding import OTHER, ColumnType, column_type, read_as_text
 from temporal.errors import ExportError
 from temporal.export import (
     _STREAM,
@@ -208,8 +208,7 @@ def _join_source(conn: Connection, plan: ExportPlan, record: dict[str, Any],
     _refuse_late_rows(conn, from_sql, time, at, plan.at)
 
     schema = inspect(conn).default_schema_name or "main"
-    # JSON documents (and PostgreSQL intervals) are read as their text, as in an export.
-    textual = (JSON, INTERVAL) if dialect == "postgresql" else (JSON,)
+    textual = read_as_text(dialect)  # as in an export
     selected = []
     types: list[TypeEngine[Any] | None] = []
     kinds: list[ColumnType] = []
