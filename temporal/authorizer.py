@@ -22,7 +22,14 @@ from typing import Any
 from sqlalchemy import Connection, MetaData, Table
 
 from temporal.catalog import ARCHIVE_SUFFIX, temporal_shape
-from temporal.sandbox import VIEW, QueryError, Sandboxed, first_line, statement_text
+from temporal.sandbox import (
+    VIEW,
+    QueryError,
+    Sandboxed,
+    first_line,
+    per_run_refusal,
+    statement_text,
+)
 
 # SQLite core functions that read their arguments and nothing else.
 SQLITE_ALLOWED = frozenset("""
@@ -63,6 +70,34 @@ def _sqlite_tree(body: str) -> None:
     for node in statement.walk():
         if isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Merge)):
             raise QueryError(f"the query holds a data-modifying {node.key.upper()}")
+        shown = _per_run(node)
+        if shown is not None:
+            raise per_run_refusal(shown)
+
+
+# SQLite's date and time functions: 'now', no time at all, or a conversion through the
+# machine's time zone read the clock or the machine, not the data.
+_SQLITE_CLOCK_FUNCTIONS = frozenset({"date", "time", "datetime", "julianday", "unixepoch",
+                                     "strftime", "timediff"})
+_SQLITE_PER_RUN_WORDS = frozenset({"now", "localtime", "utc"})
+
+
+def _per_run(node: Any) -> str | None:
+    """What in ``node`` answers differently from run to run (None: nothing)."""
+    from sqlglot import exp
+
+    if isinstance(node, (exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentTime,
+                         exp.CurrentDatetime)):
+        return node.sql(dialect="sqlite")
+    if isinstance(node, exp.Literal) and node.is_string and \
+            node.this.strip().lower() in _SQLITE_PER_RUN_WORDS and \
+            isinstance(node.parent, exp.Func):
+        return f"the date-function argument '{node.this}'"
+    if isinstance(node, exp.Func):
+        name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+        if name in _SQLITE_CLOCK_FUNCTIONS and not list(node.iter_expressions()):
+            return f"{name}() (the time now)"
+    return None
 
 
 class _Authorizer:

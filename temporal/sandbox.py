@@ -72,6 +72,44 @@ PG_DENIED = frozenset({
     "cursor_to_xmlschema", "ts_stat",
 })
 
+# STABLE built-ins whose answer comes from the moment, the session, the connecting user or
+# the server's state rather than from the data: a query calling one could never be exported
+# twice alike, so its export could never verify.
+PG_PER_RUN = frozenset({
+    "now", "statement_timestamp", "transaction_timestamp", "pg_backend_pid", "pg_trigger_depth",
+    "current_setting", "current_database", "current_schema", "current_schemas", "current_user",
+    "session_user", "getpgusername", "row_security_active", "pg_conf_load_time",
+    "pg_postmaster_start_time", "pg_my_temp_schema", "pg_is_other_temp_schema",
+    "pg_listening_channels", "pg_cursor", "pg_prepared_statement", "pg_show_all_settings",
+    "pg_settings_get_flags", "pg_relation_filenode", "pg_relation_filepath",
+    "pg_filenode_relation", "pg_tablespace_location", "pg_tablespace_databases",
+    "pg_column_compression", "pg_available_extensions", "pg_available_extension_versions",
+    "pg_extension_update_paths", "pg_config", "version", "mxid_age", "obj_description",
+    "col_description", "shobj_description", "pg_describe_object", "pg_identify_object",
+    "pg_identify_object_as_address", "pg_get_replication_slots", "get_current_ts_config",
+    "pg_client_encoding",
+})
+_PG_PER_RUN_PREFIXES = ("pg_stat_get_", "pg_current_", "txid_current", "inet_client_",
+                        "inet_server_", "has_", "pg_has_role", "pg_get_")
+_PG_PER_RUN_KEEP = frozenset({"pg_get_keywords"})
+
+
+def _pg_per_run(name: str, arguments: int) -> bool:
+    """Does the built-in ``name`` answer differently from run to run?"""
+    name = name.lower()
+    if name in _PG_PER_RUN_KEEP:
+        return False
+    if name == "age":  # age(x) counts from today (or from the current transaction id)
+        return arguments == 1
+    return name in PG_PER_RUN or name.startswith(_PG_PER_RUN_PREFIXES)
+
+
+def per_run_refusal(shown: str) -> QueryError:
+    return QueryError(f"{shown} answers differently from run to run (it reads the clock, the "
+                      "session or the server's state, not the data), so this export could "
+                      "never be reproduced or verified; write the value as a literal (a moment: "
+                      "the as-of time, say)")
+
 class QueryError(ExportError):
     """A ``--query`` that the sandbox refuses (it could write, escape, or read the present)."""
 
@@ -171,7 +209,15 @@ def _pg_tree(body: str, what: str = "the query") -> _Tree:
             elif isinstance(node, ast.ParamRef):
                 problems.append("parameters ($1, ...) cannot be bound in an export query")
             elif isinstance(node, ast.FuncCall):
-                tree.functions.add(_qualified(node.funcname or ()))
+                schema, name = _qualified(node.funcname or ())
+                tree.functions.add((schema, name))
+                # Built-ins are pinned (never in pg_depend): judged by name and arity here.
+                if schema in (None, "pg_catalog") and _pg_per_run(name, len(node.args or ())):
+                    problems.append(str(per_run_refusal(f"{name}()")))
+            elif isinstance(node, ast.SQLValueFunction):  # CURRENT_TIMESTAMP, CURRENT_USER...
+                op = getattr(node.op, "name", "SVFOP_CURRENT_TIME")
+                shown = op.removeprefix("SVFOP_").removesuffix("_N")
+                problems.append(str(per_run_refusal(shown)))
             elif isinstance(node, ast.RangeVar):
                 tree.relations.add((node.schemaname, node.relname or ""))
             elif isinstance(node, ast.CommonTableExpr):

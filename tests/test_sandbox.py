@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -294,8 +295,49 @@ def test_table_and_built_in_functions_read_the_moment_on_postgres(
 ) -> None:
     engine, moment = pg_world
     export(engine, tmp_path / "t", as_of=moment,
-           query="SELECT upper(tier), length(name), now() IS NOT NULL FROM (TABLE customers) c")
+           query="SELECT upper(tier), length(name), to_char(date '2026-01-02', 'YYYY') "
+                 "FROM (TABLE customers) c")
     assert sorted(r[0] for r in rows_of(tmp_path / "t")) == ["BASIC", "GOLD"]
+
+
+PER_RUN_PG = [
+    ("SELECT id FROM customers WHERE now() > '2000-01-01'", "now()"),
+    ("SELECT id, current_timestamp FROM customers", "CURRENT_TIMESTAMP"),
+    ("SELECT id, localtimestamp(3) FROM customers", "LOCALTIMESTAMP"),
+    ("SELECT id FROM customers WHERE current_date > '2000-01-01'", "CURRENT_DATE"),
+    ("SELECT id, current_user FROM customers", "CURRENT_USER"),
+    ("SELECT id, pg_catalog.statement_timestamp() FROM customers", "statement_timestamp()"),
+    ("SELECT id, pg_backend_pid() FROM customers", "pg_backend_pid()"),
+    ("SELECT id, txid_current() FROM customers", "txid_current()"),
+    ("SELECT id, current_setting('TimeZone') FROM customers", "current_setting()"),
+    ("SELECT id, age(timestamp '2000-01-01') FROM customers", "age"),
+    ("SELECT id, pg_stat_get_numscans('customers'::regclass) FROM customers",
+     "pg_stat_get_numscans()"),
+    ("SELECT id, has_table_privilege('customers', 'SELECT') FROM customers",
+     "has_table_privilege()"),
+    ("SELECT id, version() FROM customers", "version()"),
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("query", "named"), PER_RUN_PG)
+def test_values_that_change_from_run_to_run_are_refused_on_postgres(
+    pg_world: tuple[Engine, datetime], tmp_path: Path, query: str, named: str
+) -> None:
+    """now() and its kin would make an export that could never verify."""
+    engine, moment = pg_world
+    refused(engine, moment, tmp_path, query, f"{re.escape(named)}.*run to run")
+
+
+@pytest.mark.postgres
+def test_age_of_two_moments_is_data_not_the_clock_on_postgres(
+    pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = pg_world
+    export(engine, tmp_path / "t", as_of=moment, query=(
+        "SELECT id, age(timestamp '2001-03-04', timestamp '2000-01-01')::text AS a "
+        "FROM customers"))
+    assert {r[1] for r in rows_of(tmp_path / "t")} == {"P1Y2M3D"}
 
 
 @pytest.mark.postgres
@@ -370,3 +412,28 @@ def test_sqlite_temp_spelling_reads_the_moment(
         assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 5
         conn.exec_driver_sql("SELECT random()")
     assert os.path.exists(engine.url.database or "")
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("SELECT id, date('now') FROM customers", "'now'"),
+    ("SELECT id FROM customers WHERE strftime('%s', 'NOW') > '0'", "'NOW'"),
+    ("SELECT id, datetime('2026-01-01', 'localtime') FROM customers", "'localtime'"),
+    ("SELECT id, julianday() FROM customers", "julianday()"),
+    ("SELECT id, CURRENT_TIMESTAMP FROM customers", "CURRENT_TIMESTAMP"),
+    ("SELECT id, current_date FROM customers", "CURRENT_DATE"),
+])
+def test_values_that_change_from_run_to_run_are_refused_on_sqlite(
+    sqlite_world: tuple[Engine, datetime], tmp_path: Path, query: str, named: str
+) -> None:
+    engine, moment = sqlite_world
+    refused(engine, moment, tmp_path, query, f"{re.escape(named)}.*run to run")
+
+
+def test_date_functions_of_the_data_still_work_on_sqlite(
+    sqlite_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    engine, moment = sqlite_world
+    export(engine, tmp_path / "t", as_of=moment,
+           query="SELECT id, date('2026-01-31', '+1 day') AS d FROM customers "
+                 "WHERE name <> 'now'")
+    assert {r[1] for r in rows_of(tmp_path / "t")} == {"2026-02-01"}
