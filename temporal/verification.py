@@ -398,9 +398,13 @@ def _check_database(loaded: Manifest, source: str | Engine, from_files: dict[str
                 f"manifest: the database and the files agree on {what}, the manifest does not "
                 "(the manifest was edited)")
         elif files_say == value:
+            cause = "history was changed after the export"
+            if loaded.unversioned:  # read as they are now, so they may have moved on
+                cause += (", or what it reads unversioned changed "
+                          f"({', '.join(loaded.unversioned)})")
             report.problems.append(
                 f"database: the data as of {loaded.as_of} differs from the export ({what}); "
-                "history was changed after the export")
+                f"{cause}")
         else:
             report.problems.append(
                 f"database: the data as of {loaded.as_of} differs from the export ({what}), "

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.orm import Session
 
-from temporal import ExportError, export, transaction_time
+from temporal import ExportError, export, transaction_time, verify
 from temporal.archival import archive_table
 from tests.models import Base, Customer, Order
 
@@ -123,6 +123,22 @@ def test_unqualified_spellings_read_the_moment(
     engine, moment = world
     export(engine, tmp_path / "o", as_of=moment, query=spelling)
     assert sorted(rows_of(tmp_path / "o")) == [["1", "gold"], ["2", "basic"]]
+
+
+def test_verify_names_the_unversioned_tables_when_the_re_export_differs(
+    world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    """An unversioned table is read as it is now: when it moves on, verify says so
+    rather than blaming history alone."""
+    engine, moment = world
+    export(engine, tmp_path / "u", as_of=moment, unversioned=["regions"],
+           query="SELECT c.id, r.name FROM customers c, regions r")
+    assert verify(tmp_path / "u" / "manifest.json", engine).ok
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE regions SET name = 'south'")
+    report = verify(tmp_path / "u" / "manifest.json", engine)
+    assert not report.ok
+    assert any("what it reads unversioned changed (regions)" in p for p in report.problems)
 
 
 def test_a_plain_table_or_view_is_read_only_when_named_unversioned(
