@@ -366,6 +366,10 @@ def _canonical_rows(path: Path, fmt: str, columns: list[str], types: list[Column
         data = pq.read_table(path)
         if data.column_names != columns:
             raise ValueError("its columns are not the schema's")
+        for name, field, column_type in zip(columns, data.schema, types, strict=True):
+            if str(field.type) != column_type.arrow:  # a reader would get other types
+                raise ValueError(f"column {name} is {field.type}, not the manifest's "
+                                 f"{column_type.arrow}")
         for batch in data.to_batches():
             lists = [column.to_pylist() for column in batch.columns]
             for i in range(batch.num_rows):

@@ -200,3 +200,26 @@ def test_an_unreadable_as_of_is_blamed_on_the_manifest_without_a_database(
     forge(out, lambda b: b.update(as_of="yesterday"))
     report = verify(out)
     assert report.problems == ["manifest: as_of 'yesterday' is not a valid time"]
+
+
+def test_a_parquet_file_rewritten_with_other_column_types_is_refused(
+    exported: tuple[Engine, Path, datetime], tmp_path: Path
+) -> None:
+    """Same values, other types (ids as strings): a training script would read other data."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    engine, _, moment = exported
+    out = tmp_path / "pq"
+    export(engine, out, as_of=moment, tables=["customers"], format="parquet")
+    path = out / "customers" / "part-00000.parquet"
+    data = pq.read_table(path)
+    at = data.column_names.index("id")
+    pq.write_table(data.set_column(at, "id", data.column("id").cast(pa.string())), path)
+    body = path.read_bytes()
+    forge(out, lambda m: m["files"][0].update(sha256=hashlib.sha256(body).hexdigest(),
+                                               bytes=len(body)))
+    report = verify(out)
+    assert not report.ok
+    assert any("column id is string, not the manifest's int64" in p for p in report.problems), \
+        report.problems
