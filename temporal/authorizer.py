@@ -163,13 +163,42 @@ class _Authorizer:
         return f"{table} is not temporal: its past was never recorded" + hint
 
 
+def _unqualified(body: str, shadows: dict[str, Table]) -> str:
+    """``body`` with ``main.<temporal table>`` spelled without ``main.``.
+
+    ``main.customers`` names the table itself; the unqualified name reads its as-of
+    view (``temp`` is searched first), so the qualifier is cut out of the text, found
+    by sqlglot's tokenizer (never inside a string or a comment). What the rewritten
+    text reads is checked afterwards like any query.
+    """
+    from sqlglot.dialects.sqlite import SQLite
+    from sqlglot.errors import SqlglotError
+    from sqlglot.tokens import TokenType
+
+    try:
+        tokens = SQLite().tokenize(body)
+    except SqlglotError:
+        return body  # _sqlite_tree says what is wrong with it
+    names = (TokenType.VAR, TokenType.IDENTIFIER)
+    shadowed = {name.lower() for name in shadows}
+    cuts = [(tokens[i].start, tokens[i + 2].start)
+            for i in range(len(tokens) - 2)
+            if tokens[i].token_type in names and tokens[i].text.lower() == "main"
+            and tokens[i + 1].token_type == TokenType.DOT
+            and tokens[i + 2].token_type in names and tokens[i + 2].text.lower() in shadowed
+            and (i == 0 or tokens[i - 1].token_type != TokenType.DOT)]
+    for start, end in reversed(cuts):
+        body = body[:start] + body[end:]
+    return body
+
+
 def prepare(conn: Connection, query: str, shadows: dict[str, Table],
                    unversioned: Sequence[str] = ()) -> tuple[Sandboxed, _Authorizer]:
     """Check ``query`` and install the authorizer on ``conn`` (remove it with ``release``).
 
     ``conn`` holds the as-of views and ``query_only`` in its open transaction.
     """
-    body = statement_text(query)
+    body = _unqualified(statement_text(query), shadows)
     _sqlite_tree(body)
     rows = conn.exec_driver_sql(
         "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')").all()

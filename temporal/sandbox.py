@@ -273,7 +273,7 @@ def pg_prepare(conn: Connection, query: str, shadows: dict[str, Table],
 
     ``conn`` is in a transaction that already holds the as-of views; the caller commits.
     """
-    body = statement_text(query)
+    body = _pg_unqualified(conn, statement_text(query), shadows)
     tree = _pg_tree(body)
     _pg_check_functions(conn, tree.functions)
     allowed = _pg_unversioned(conn, unversioned, shadows)
@@ -295,6 +295,50 @@ def pg_prepare(conn: Connection, query: str, shadows: dict[str, Table],
     order = ", ".join(str(i) for i in range(1, len(columns) + 1))
     return Sandboxed(sql=f"SELECT * FROM pg_temp.{VIEW} ORDER BY {order}", columns=columns,
                      unversioned=sorted(unversioned))
+
+
+def _pg_unqualified(conn: Connection, body: str, shadows: dict[str, Table]) -> str:
+    """``body`` with the default schema's temporal tables spelled without their schema.
+
+    ``public.customers`` (or ``test.public.customers``) names the table itself; the
+    as-of view of the same name, in this session's temporary schema, is what the
+    unqualified name reads, so the query is rewritten (PostgreSQL's own parser and
+    pglast's deparser) to read that. Text without such a spelling is kept as written.
+    What the rewritten text reads is checked afterwards like any query.
+    """
+    import pglast
+    from pglast import ast
+    from pglast.stream import RawStream
+    from pglast.visitors import Visitor
+
+    try:
+        statements = pglast.parse_sql(body)
+    except pglast.parser.ParseError:
+        return body  # _pg_tree says what is wrong with it
+    schema, database = conn.exec_driver_sql("SELECT current_schema(), current_database()").one()
+    changed = False
+
+    def names(parts: Sequence[Any]) -> list[str | None]:
+        return [getattr(p, "sval", None) for p in parts]
+
+    class Unqualify(Visitor):
+        def visit(self, ancestors: Any, node: Any) -> None:
+            nonlocal changed
+            if isinstance(node, ast.RangeVar) and node.relname in shadows and (
+                    node.schemaname == schema and node.catalogname in (None, database)):
+                node.schemaname = node.catalogname = None
+                changed = True
+            elif isinstance(node, ast.ColumnRef) and len(node.fields or ()) >= 3:
+                fields = names(node.fields)
+                # schema.table.column, or database.schema.table.column
+                lead = 1 if len(fields) == 3 else 2
+                prefix = [schema] if lead == 1 else [database, schema]
+                if fields[:lead] == prefix and fields[lead] in shadows and len(fields) <= 4:
+                    node.fields = tuple(node.fields[lead:])
+                    changed = True
+
+    Unqualify()(statements)
+    return RawStream()(statements) if changed else body
 
 
 def first_line(error: BaseException) -> str:
