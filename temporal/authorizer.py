@@ -171,9 +171,9 @@ def _unqualified(body: str, shadows: dict[str, Table]) -> str:
     by sqlglot's tokenizer (never inside a string or a comment). What the rewritten
     text reads is checked afterwards like any query.
     """
+    from sqlglot import TokenType
     from sqlglot.dialects.sqlite import SQLite
     from sqlglot.errors import SqlglotError
-    from sqlglot.tokens import TokenType
 
     try:
         tokens = SQLite().tokenize(body)

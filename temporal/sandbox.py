@@ -329,12 +329,13 @@ def _pg_unqualified(conn: Connection, body: str, shadows: dict[str, Table]) -> s
                 node.schemaname = node.catalogname = None
                 changed = True
             elif isinstance(node, ast.ColumnRef) and len(node.fields or ()) >= 3:
-                fields = names(node.fields)
+                parts = tuple(node.fields or ())
+                fields = names(parts)
                 # schema.table.column, or database.schema.table.column
                 lead = 1 if len(fields) == 3 else 2
                 prefix = [schema] if lead == 1 else [database, schema]
                 if fields[:lead] == prefix and fields[lead] in shadows and len(fields) <= 4:
-                    node.fields = tuple(node.fields[lead:])
+                    node.fields = parts[lead:]
                     changed = True
 
     Unqualify()(statements)
