@@ -30,13 +30,20 @@ from sqlalchemy import Result, Row, Select, Table, and_, false, inspect, or_, se
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.orm.interfaces import UserDefinedOption
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.util import ClauseAdapter
+from sqlalchemy.sql.util import ClauseAdapter, find_tables
 
 from temporal import _compat, archival, archive_reads, hooks
 from temporal.association import moment_parameters, reading_past_links
 from temporal.clock import aware
 from temporal.errors import UnsupportedError
-from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, is_temporal_table, key_columns
+from temporal.model import (
+    CREATED_AT,
+    EXPIRED_AT,
+    Temporal,
+    is_temporal_table,
+    key_columns,
+    versioned_tables,
+)
 
 ALL_VERSIONS = "temporal_all_versions"
 """Execution option: leave this statement's temporal entities unfiltered."""
@@ -167,7 +174,8 @@ def _with_archive(state: ORMExecuteState) -> None:
     if _dialect(state) != "sqlite":
         return
     statement: Any = state.statement
-    for table in statement.get_final_froms():
+    froms = [t for f in statement.get_final_froms() for t in find_tables(f)]
+    for table in froms:  # a joined-table subclass's history joins one table per level
         if isinstance(table, Table) and is_temporal_table(table):
             union = archival.all_versions(_connection(state), table)
             if union is not table:
@@ -237,13 +245,23 @@ def versions(
     """
     table = temporal_table(model)
     mapper = inspect(model)
+    # A joined-table subclass keeps its versions in step with its parents' (same key,
+    # same created_at): a version of it is one row of each table, joined.
+    tables = versioned_tables(mapper)[::-1]  # its own first
+    source: Any = table
+    for parent in tables[1:]:
+        source = source.join(parent, and_(
+            *(mine == theirs for mine, theirs in zip(key_columns(table), key_columns(parent),
+                                                     strict=True)),
+            table.c[CREATED_AT] == parent.c[CREATED_AT]))
     columns = []
     for prop in mapper.column_attrs:
-        # A joined-table subclass maps some attributes to both tables: its own.
-        own = [c for c in prop.columns if c.table is table]
-        if own:
-            columns.append(own[0].label(prop.key))
-    stmt = select(*columns).order_by(*key_columns(table), table.c[CREATED_AT])
+        # An attribute mapped to several tables (the key, the period) reads the nearest.
+        held = [c for t in tables for c in prop.columns if c.table is t]
+        if held:
+            columns.append(held[0].label(prop.key))
+    stmt = select(*columns).select_from(source).order_by(*key_columns(table),
+                                                          table.c[CREATED_AT])
     where = period_predicate(table, from_to=from_to, between=between, contained_in=contained_in)
     if where is not None:
         stmt = stmt.where(where)
