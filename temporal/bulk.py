@@ -58,6 +58,7 @@ from temporal.model import (
     EXPIRED_AT,
     is_temporal_table,
     key_columns,
+    version_join,
     versioned_tables,
 )
 from temporal.query import is_slice_token
@@ -66,6 +67,7 @@ from temporal.versioning import (
     _Tx,
     current,
     execute,
+    expire_versions,
     key_of,
     needs_generated_id,
     next_id,
@@ -87,17 +89,23 @@ def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
         return None
     table = mapper.local_table
     assert isinstance(table, Table)
-    if len(versioned_tables(mapper)) > 1:
+    joined = len(versioned_tables(mapper)) > 1
+    if joined and state.is_insert:
         raise UnsupportedError(
-            f"bulk insert()/update()/delete() of {mapper.class_.__name__}, a joined-table "
-            "subclass, is not supported: its versions span several tables; change the "
-            "objects through the session instead")
+            f"bulk insert() of {mapper.class_.__name__}, a joined-table subclass, is not "
+            "supported: its versions span several tables; add the objects to the session")
     if state.session.autoflush and state.execution_options.get("autoflush", True):
         # As SQLAlchemy does before its own bulk statements: the statement must see
         # (and act on) pending changes, or they would be lost or survive a delete.
         state.session.flush()
     conn = state.session.connection(bind_arguments={"mapper": mapper})
     tx = transaction_state(conn)
+    if joined:
+        if _compat.has_returning(state.statement):
+            raise UnsupportedError(
+                f"RETURNING is not supported on update()/delete() of temporal model "
+                f"{mapper.class_.__name__}; select the rows afterwards instead")
+        return _joined_statement(state, conn, mapper, tx)
     if state.is_insert:
         _prepare_insert(state, conn, table, mapper, tx)
         return None
@@ -365,6 +373,81 @@ def _delete_where(
         if tx.dialect != "postgresql" or not _leftovers(conn, table, where, tx):
             return (len(gone) if keyed else count), gone
     raise ConflictError(f"{table.name}: rows kept changing under this delete; retry")
+
+
+# -- joined-table subclasses ----------------------------------------------------------
+
+
+def _joined_statement(
+    state: ORMExecuteState, conn: Connection, mapper: Mapper[Any], tx: _Tx
+) -> Result[Any]:
+    """``update()``/``delete()`` of a joined-table subclass, entity by entity.
+
+    Its versions span one table per level, kept in step (same key, same
+    ``created_at``), so the matching entities are read once through the joined
+    current rows - the WHERE clause may name any level's columns, and SET
+    expressions are evaluated against the old row there - and each level then gets
+    its next versions (or expires) set-based, as a flush of those objects would.
+    """
+    tables = versioned_tables(mapper)  # base first
+    own = tables[-1]
+    keys = key_columns(own)
+    where = state.statement.whereclause  # type: ignore[attr-defined]
+    where = where if where is not None else true()
+    params = state.parameters
+    if state.is_update and isinstance(params, list) and params:
+        raise UnsupportedError(
+            f"bulk update of {mapper.class_.__name__} by key lists is not supported for a "
+            "joined-table subclass; use update().where(...).values(...) or the session")
+    found = select(*keys, own.c[CREATED_AT]).select_from(version_join(mapper)).where(
+        where, current(own))
+    if state.is_delete:
+        rows = execute(conn, found).all()
+        entities = [tuple(row[:-1]) for row in rows]
+        held = _current_states(state.session, mapper)
+        for table in reversed(tables):  # the subclass's rows first, as a flush deletes
+            expire_versions(conn, table, entities, tx,
+                            {tuple(row[:-1]): row[-1] for row in rows})
+        _forget_in_session(state.session, held, set(entities))
+        return _counted(len(entities))
+    targets: list[tuple[Column[Any], Any]] = []
+    for target, value in _compat.update_values(state.statement):
+        column = target if isinstance(target, Column) and target.table in tables \
+            else _column_for(target, own, mapper)  # a column of any level
+        if column.primary_key or column.name in (CREATED_AT, EXPIRED_AT):
+            raise UnsupportedError(
+                f"update() cannot set {mapper.class_.__name__}.{column.name}: "
+                + ("temporal maintains the period columns" if not column.primary_key
+                   else "the key names the entity; delete and insert instead"))
+        targets.append((column, _as_expression(value, column)))
+    if not targets:
+        raise UnsupportedError("update() of a temporal model needs values to set")
+    # Like the single-table statement, every matching entity gets its next version.
+    rows = execute(conn, found.add_columns(
+        *(value.label(f"new_{i}") for i, (_, value) in enumerate(targets)))).all()
+    width = len(keys) + 1
+    changes = {tuple(row[:len(keys)]): list(row[width:]) for row in rows}
+    read = {tuple(row[:len(keys)]): row[len(keys)] for row in rows}
+    for table in tables:
+        mine = [(i, column) for i, (column, _) in enumerate(targets) if column.table is table]
+        write_versions(conn, table, {key: {c.name: new[i] for i, c in mine}
+                                     for key, new in changes.items()},
+                       tx, read, in_step=set(changes))
+    _expire_joined_in_session(state.session, mapper, [c for c, _ in targets])
+    return _counted(len(changes))
+
+
+def _expire_joined_in_session(session: Session, mapper: Mapper[Any],
+                              changed: list[Column[Any]]) -> None:
+    names = [mapper.get_property_by_column(c).key for c in changed]
+    for table in versioned_tables(mapper):
+        names += [mapper.get_property_by_column(c).key for c in table.c
+                  if c.onupdate is not None]
+    names.append(CREATED_AT)
+    for state in _current_states(session, mapper):
+        stale = [k for k in dict.fromkeys(names) if k not in state.committed_state]
+        if stale:
+            session.expire(state.obj(), stale)
 
 
 # -- keeping the session honest ---------------------------------------------------

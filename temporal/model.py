@@ -176,6 +176,20 @@ def versioned_tables(mapper: Any) -> tuple[Table, ...]:
     return tuple(out)
 
 
+def version_join(mapper: Any) -> Any:
+    """The FROM of ``mapper``'s versions: its table, joined to each parent's on key and
+    ``created_at`` for a joined-table subclass (a version is one row per level)."""
+    tables = versioned_tables(mapper)
+    own = tables[-1]
+    source: Any = own
+    for parent in reversed(tables[:-1]):
+        source = source.join(parent, and_(
+            *(mine == theirs for mine, theirs in zip(key_columns(own), key_columns(parent),
+                                                     strict=True)),
+            own.c[CREATED_AT] == parent.c[CREATED_AT]))
+    return source
+
+
 def is_temporal_table(table: Any) -> bool:
     """True for a table created by the :class:`Temporal` mixin."""
     return isinstance(table, Table) and bool(table.info.get(TEMPORAL_INFO))

@@ -42,6 +42,7 @@ from temporal.model import (
     Temporal,
     is_temporal_table,
     key_columns,
+    version_join,
     versioned_tables,
 )
 
@@ -248,12 +249,7 @@ def versions(
     # A joined-table subclass keeps its versions in step with its parents' (same key,
     # same created_at): a version of it is one row of each table, joined.
     tables = versioned_tables(mapper)[::-1]  # its own first
-    source: Any = table
-    for parent in tables[1:]:
-        source = source.join(parent, and_(
-            *(mine == theirs for mine, theirs in zip(key_columns(table), key_columns(parent),
-                                                     strict=True)),
-            table.c[CREATED_AT] == parent.c[CREATED_AT]))
+    source = version_join(mapper)
     columns = []
     for prop in mapper.column_attrs:
         # An attribute mapped to several tables (the key, the period) reads the nearest.
