@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from alembic.operations import MigrateOperation, Operations
+from alembic.operations import MigrateOperation, Operations, ops
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -52,7 +52,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
-from temporal import _backend, catalog, guard, hooks, triggers
+from temporal import _backend, catalog, guard, hooks, references, triggers
 from temporal.clock import aware, isoformat
 from temporal.errors import TemporalError
 from temporal.model import (
@@ -409,6 +409,18 @@ def _set_temporal_ttl(operations: Operations, op: SetTemporalTtlOp) -> None:
     conn = _bind(operations)
     entry = catalog.registration(conn, op.table_name)
     catalog.register(conn, op.table_name, entry.key, op.ttl)
+
+
+@Operations.implementation_for(ops.CreateForeignKeyOp)
+def _create_foreign_key(operations: Operations, op: ops.CreateForeignKeyOp) -> None:
+    """Alembic's own ``op.create_foreign_key``, except that a foreign key to a temporal
+    table references its entity-key table (as one declared in a CREATE does)."""
+    constraint = op.to_constraint(operations.migration_context)
+    conn = operations.get_bind()
+    if isinstance(conn, Connection) and not operations.get_context().as_sql \
+            and isinstance(constraint, ForeignKeyConstraint):
+        references.point_at_key_table(conn, constraint)
+    operations.impl.add_constraint(constraint)
 
 
 # -- helpers --------------------------------------------------------------------------

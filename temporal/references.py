@@ -115,14 +115,19 @@ def drop_key_table(conn: Connection, table_name: str) -> None:
         conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {quote(name + '_fill')}()")
 
 
+def point_at_key_table(conn: Connection, constraint: ForeignKeyConstraint) -> None:
+    """Make ``constraint`` reference its temporal table's key table, if it points at one."""
+    target = _referenced_temporal(conn, constraint)
+    if target is not None:
+        constraint.info[_INFO] = ensure_key_table(conn, target)
+
+
 @event.listens_for(Table, "before_create")
 def _point_at_key_tables(table: Table, connection: Connection, **kw: Any) -> None:
     if not isinstance(connection, Connection):
         return  # offline (--sql) migrations: nothing to look up
     for constraint in table.foreign_key_constraints:
-        target = _referenced_temporal(connection, constraint)
-        if target is not None:
-            constraint.info[_INFO] = ensure_key_table(connection, target)
+        point_at_key_table(connection, constraint)
 
 
 @event.listens_for(Table, "after_create")

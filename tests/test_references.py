@@ -154,6 +154,37 @@ def test_a_reference_added_later_covers_existing_history(engine: Engine) -> None
     assert key_table_name("authors") not in inspect(engine).get_table_names()
 
 
+def test_a_foreign_key_added_by_alembic_references_the_key_table(engine: Engine) -> None:
+    """``op.create_foreign_key`` (an ALTER TABLE; SQLite: batch mode) to a temporal table."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    checked(engine)
+    Author.__table__.create(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Author(id=1, name="Ada"))
+    notes = Table("notes", MetaData(), Column("id", Integer, primary_key=True),
+                  Column("author_id", Integer))
+    notes.create(engine)
+    with engine.begin() as conn:
+        op = Operations(MigrationContext.configure(conn))
+        if engine.dialect.name == "sqlite":
+            with op.batch_alter_table("notes") as batch:
+                batch.create_foreign_key("notes_author", "authors", ["author_id"], ["id"])
+        else:
+            op.create_foreign_key("notes_author", "notes", "authors", ["author_id"], ["id"])
+    assert [fk["referred_table"] for fk in inspect(engine).get_foreign_keys("notes")] == [
+        key_table_name("authors")]
+    with Session(engine) as s, s.begin():
+        s.get(Author, 1).name = "Ada L."  # a second version: the key stays one entity
+    with engine.begin() as conn:
+        conn.execute(insert(notes).values(id=1, author_id=1))
+        with pytest.raises(exc.IntegrityError), conn.begin_nested():
+            conn.execute(insert(notes).values(id=2, author_id=2))
+    notes.drop(engine)
+    Author.__table__.drop(engine)
+
+
 def test_a_temporal_table_may_reference_itself(db: Engine) -> None:
     with Session(db) as s, s.begin():
         s.add_all([Person(id=1), Person(id=2)])
