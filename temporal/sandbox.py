@@ -176,8 +176,12 @@ class _Tree:
     ctes: set[str] = field(default_factory=set)
 
 
-def _pg_tree(body: str, what: str = "the query") -> _Tree:
-    """Parse with PostgreSQL's own parser; refuse anything but one plain SELECT."""
+def _pg_tree(body: str, what: str = "the query", per_run: bool = True) -> _Tree:
+    """Parse with PostgreSQL's own parser; refuse anything but one plain SELECT.
+
+    ``per_run``: refuse values that change from run to run too (not inside a view the
+    user named unversioned: that one is read as it is now by choice).
+    """
     import pglast
     from pglast import ast
     from pglast.visitors import Visitor
@@ -212,9 +216,10 @@ def _pg_tree(body: str, what: str = "the query") -> _Tree:
                 schema, name = _qualified(node.funcname or ())
                 tree.functions.add((schema, name))
                 # Built-ins are pinned (never in pg_depend): judged by name and arity here.
-                if schema in (None, "pg_catalog") and _pg_per_run(name, len(node.args or ())):
+                if per_run and schema in (None, "pg_catalog") and \
+                        _pg_per_run(name, len(node.args or ())):
                     problems.append(str(per_run_refusal(f"{name}()")))
-            elif isinstance(node, ast.SQLValueFunction):  # CURRENT_TIMESTAMP, CURRENT_USER...
+            elif per_run and isinstance(node, ast.SQLValueFunction):  # CURRENT_TIMESTAMP...
                 op = getattr(node.op, "name", "SVFOP_CURRENT_TIME")
                 shown = op.removeprefix("SVFOP_").removesuffix("_N")
                 problems.append(str(per_run_refusal(shown)))
@@ -441,7 +446,7 @@ def _pg_check_relation(conn: Connection, rel: _Relation, shadows: dict[str, Tabl
             # query itself may not, nor read a temporal table as it is now.
             definition = conn.exec_driver_sql("SELECT pg_get_viewdef(%(o)s)", {"o": rel.oid}
                                               ).scalar_one()
-            inner = _pg_tree(definition, what=f"view {rel.shown}")
+            inner = _pg_tree(definition, what=f"view {rel.shown}", per_run=False)
             _pg_check_functions(conn, inner.functions)
             reads = _pg_view_relations(conn, rel.oid)
             for oid in reads:
@@ -456,7 +461,13 @@ def _pg_check_relation(conn: Connection, rel: _Relation, shadows: dict[str, Tabl
                            everything, depth + 1)
         return
     default = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
-    hint = f"; pass --unversioned {rel.name} to read it as it is now (the manifest records " \
+    # The spelling that names it from here: with its schema unless the search path finds it.
+    spelled = conn.exec_driver_sql(
+        "SELECT CASE WHEN to_regclass(quote_ident(c.relname)) = c.oid THEN "
+        "quote_ident(c.relname) ELSE quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+        "END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = %(o)s", {"o": rel.oid}).scalar_one()
+    hint = f"; pass --unversioned {spelled} to read it as it is now (the manifest records " \
            "it, and a later export may differ)"
     if rel.temporal and rel.schema == default and rel.name in shadows:
         raise QueryError(f"{rel.shown} is spelled with its schema, which reads its current rows, "

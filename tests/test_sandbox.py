@@ -234,6 +234,18 @@ def test_schema_qualified_spellings_read_the_moment_on_postgres(
 
 
 @pytest.mark.postgres
+def test_the_unversioned_hint_names_what_resolves(
+    shared_pg_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    """The hint's spelling works when passed back: a catalog outside the search path."""
+    engine, moment = shared_pg_world
+    manifest = export(engine, tmp_path / "i", as_of=moment,
+                      unversioned=["information_schema.tables"],
+                      query="SELECT count(*) > 0 FROM information_schema.tables")
+    assert manifest.unversioned == ["information_schema.tables"]
+
+
+@pytest.mark.postgres
 def test_a_rewritten_query_is_checked_like_any_other(
     shared_pg_world: tuple[Engine, datetime], tmp_path: Path
 ) -> None:
@@ -285,7 +297,9 @@ def bystander(shared_pg_world: tuple[Engine, datetime]
     ("SELECT $1", r"parameters \(\$1"),
     ("EXPLAIN ANALYZE DELETE FROM customers", "must be a SELECT, not EXPLAIN"),
     ("DO $$ BEGIN DELETE FROM customers; END $$", "must be a SELECT, not DO"),
-    ("SELECT relname FROM pg_class", "pg_class is not temporal"),
+    ("SELECT relname FROM pg_class", "pg_class is not temporal.*--unversioned pg_class "),
+    ("SELECT table_name FROM information_schema.tables",
+     "information_schema.tables is a view.*--unversioned information_schema.tables "),
     ("SELECT * FROM public.customers_archive", "archive of customers"),
 ])
 def test_postgres_escapes_are_refused_and_change_nothing(
