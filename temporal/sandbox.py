@@ -219,6 +219,13 @@ def _pg_tree(body: str, what: str = "the query", per_run: bool = True) -> _Tree:
                 if per_run and schema in (None, "pg_catalog") and \
                         _pg_per_run(name, len(node.args or ())):
                     problems.append(str(per_run_refusal(f"{name}()")))
+            elif per_run and isinstance(node, ast.A_Const) and \
+                    isinstance(node.val, ast.String) and \
+                    (node.val.sval or "").strip().lower() in _PG_MOMENT_WORDS and \
+                    not _cast_to_text(ancestors.node):
+                # 'now', 'today'... read as a date or time become the moment of the run.
+                problems.append(str(per_run_refusal(
+                    f"'{node.val.sval}' as a date or time (cast it to text if it is text)")))
             elif per_run and isinstance(node, ast.SQLValueFunction):  # CURRENT_TIMESTAMP...
                 op = getattr(node.op, "name", "SVFOP_CURRENT_TIME")
                 shown = op.removeprefix("SVFOP_").removesuffix("_N")
@@ -232,6 +239,21 @@ def _pg_tree(body: str, what: str = "the query", per_run: bool = True) -> _Tree:
     if problems:
         raise QueryError(problems[0])
     return tree
+
+
+# PostgreSQL's special date/time inputs that depend on when they are read.
+_PG_MOMENT_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
+_PG_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name", "citext"})
+
+
+def _cast_to_text(parent: Any) -> bool:
+    """Is ``parent`` a cast of its constant to a text type (so 'now' stays a word)?"""
+    from pglast import ast
+
+    if not isinstance(parent, ast.TypeCast) or parent.typeName is None:
+        return False
+    names = [getattr(n, "sval", "") for n in parent.typeName.names or ()]
+    return bool(names) and names[-1] in _PG_TEXT_TYPES
 
 
 def _statement_name(node: Any) -> str:

@@ -377,6 +377,10 @@ PER_RUN_PG = [
     ("SELECT id, has_table_privilege('customers', 'SELECT') FROM customers",
      "has_table_privilege()"),
     ("SELECT id, version() FROM customers", "version()"),
+    ("SELECT id FROM customers WHERE created_at < 'now'::timestamptz", "'now' as a date"),
+    ("SELECT id, timestamptz 'today' FROM customers", "'today' as a date"),
+    ("SELECT id, CAST(' Tomorrow ' AS date) FROM customers", "' Tomorrow ' as a date"),
+    ("SELECT id FROM customers WHERE created_at < 'now'", "'now' as a date"),
 ]
 
 
@@ -396,8 +400,9 @@ def test_age_of_two_moments_is_data_not_the_clock_on_postgres(
 ) -> None:
     engine, moment = pg_world
     export(engine, tmp_path / "t", as_of=moment, query=(
-        "SELECT id, age(timestamp '2001-03-04', timestamp '2000-01-01')::text AS a "
-        "FROM customers"))
+        "SELECT id, age(timestamp '2001-03-04', timestamp '2000-01-01')::text AS a, "
+        "'now'::text AS word, 'epoch'::timestamptz AS e FROM customers "
+        "WHERE tier <> 'today'::varchar"))
     assert {r[1] for r in rows_of(tmp_path / "t")} == {"P1Y2M3D"}
 
 
