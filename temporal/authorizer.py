@@ -26,6 +26,7 @@ from temporal.sandbox import (
     VIEW,
     QueryError,
     Sandboxed,
+    clash_message,
     first_line,
     per_run_refusal,
     statement_text,
@@ -77,22 +78,19 @@ def _sqlite_tree(body: str) -> None:
 
 # SQLite's date and time functions: 'now', no time at all, or a conversion through the
 # machine's time zone read the clock or the machine, not the data.
-_SQLITE_CLOCK_FUNCTIONS = frozenset({"date", "time", "datetime", "julianday", "unixepoch",
-                                     "strftime", "timediff"})
+_SQLITE_CLOCK_FUNCTIONS = ("date", "time", "datetime", "julianday", "unixepoch", "strftime",
+                           "timediff")
 _SQLITE_PER_RUN_WORDS = frozenset({"now", "localtime", "utc"})
 
 
 def _per_run(node: Any) -> str | None:
-    """What in ``node`` answers differently from run to run (None: nothing)."""
+    """What in ``node`` answers differently from run to run, seen in the text (None:
+    nothing). Arguments are checked as the query runs (:class:`_Clockless`)."""
     from sqlglot import exp
 
     if isinstance(node, (exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentTime,
                          exp.CurrentDatetime)):
         return node.sql(dialect="sqlite")
-    if isinstance(node, exp.Literal) and node.is_string and \
-            node.this.strip().lower() in _SQLITE_PER_RUN_WORDS and \
-            isinstance(node.parent, exp.Func):
-        return f"the date-function argument '{node.this}'"
     if isinstance(node, exp.Func):
         name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
         if name in _SQLITE_CLOCK_FUNCTIONS and not list(node.iter_expressions()):
@@ -100,15 +98,68 @@ def _per_run(node: Any) -> str | None:
     return None
 
 
+class _Clockless:
+    """SQLite's date and time functions for the query, refusing the clock and the zone.
+
+    A time value 'now' or a 'localtime'/'utc' modifier can reach a date function by
+    any expression (``'n' || 'ow'``, a subquery, a column's data), so the arguments
+    are checked as each call is made: the query's connection gets these functions in
+    place of the built-ins for the read, and each call that passes is answered by the
+    built-in itself, on a private in-memory connection. A refused call fails the read
+    with the reason, as the authorizer's refusals do.
+    """
+
+    def __init__(self, guard: _Authorizer) -> None:
+        self.guard = guard
+        self.real = sqlite3.connect(":memory:")
+        self.names = [n for n in _SQLITE_CLOCK_FUNCTIONS if self._known(n)]
+
+    def _known(self, name: str) -> bool:
+        try:
+            self.real.execute(f"SELECT {name}('2000-01-01', '2000-01-01')")
+        except sqlite3.OperationalError:
+            return False  # an older SQLite (timediff is 3.43)
+        return True
+
+    def install(self, raw: Any) -> None:
+        for name in self.names:
+            raw.create_function(name, -1, self._function(name), deterministic=True)
+
+    def remove(self, raw: Any) -> None:
+        for name in self.names:
+            raw.create_function(name, -1, None)  # the built-in again
+        self.real.close()
+
+    def _function(self, name: str) -> Any:
+        times = slice(1, None) if name == "strftime" else slice(None)
+
+        def call(*args: Any) -> Any:
+            if not args[times] and name != "timediff":
+                self._refuse(f"{name}() (the time now)")
+            for value in args[times]:
+                if isinstance(value, str) and value.strip().lower() in _SQLITE_PER_RUN_WORDS:
+                    self._refuse(f"the value '{value}' given to {name}()")
+            marks = ", ".join("?" * len(args))
+            return self.real.execute(f"SELECT {name}({marks})", args).fetchone()[0]
+        return call
+
+    def _refuse(self, what: str) -> None:
+        message = str(per_run_refusal(what))
+        self.guard.refusal = self.guard.refusal or message
+        raise ValueError(message)
+
+
 class _Authorizer:
     """SQLite's authorizer callback: reads through the as-of views, allow-listed functions."""
 
     def __init__(self, shadows: dict[str, Table], unversioned: set[str], views: set[str]
                  ) -> None:
-        self.shadows = shadows
-        self.unversioned = unversioned
-        self.views = views
+        # SQLite's names are case-insensitive: compared folded, shown as written.
+        self.shadows = {name.lower(): table for name, table in shadows.items()}
+        self.unversioned = {name.lower() for name in unversioned}
+        self.views = {name.lower() for name in views}
         self.refusal: str | None = None
+        self.clock: _Clockless | None = None
 
     def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
                  inner: str | None) -> int:
@@ -118,8 +169,10 @@ class _Authorizer:
         self.refusal = self.refusal or reason
         return sqlite3.SQLITE_DENY
 
-    def _reason(self, action: int, table: str | None, arg2: str | None, db: str | None,
-                inner: str | None) -> str | None:
+    def _reason(self, action: int, written: str | None, arg2: str | None, db: str | None,
+                inner_written: str | None) -> str | None:
+        table = written.lower() if written is not None else None
+        inner = inner_written.lower() if inner_written is not None else None
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
             return None
         if action == sqlite3.SQLITE_FUNCTION:
@@ -187,9 +240,37 @@ def _unqualified(body: str, shadows: dict[str, Table]) -> str:
             and tokens[i + 1].token_type == TokenType.DOT
             and tokens[i + 2].token_type in names and tokens[i + 2].text.lower() in shadowed
             and (i == 0 or tokens[i - 1].token_type != TokenType.DOT)]
+    if cuts:
+        cut = {tokens[i + 2].text.lower() for i in range(len(tokens) - 2)
+               if (tokens[i].start, tokens[i + 2].start) in cuts}
+        clash = sorted(cut & _local_names(body))
+        if clash:  # without main. the name would mean the query's own CTE or alias
+            raise QueryError(clash_message(f"main.{clash[0]}", clash[0]))
     for start, end in reversed(cuts):
         body = body[:start] + body[end:]
     return body
+
+
+def _local_names(body: str) -> set[str]:
+    """The names a query gives itself: CTEs and aliases (not ``t AS t``), folded."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = [s for s in sqlglot.parse(body, read="sqlite") if s is not None]
+    except sqlglot.errors.SqlglotError:
+        return set()  # _sqlite_tree says what is wrong with it
+    names: set[str] = set()
+    for statement in statements:
+        for cte in statement.find_all(exp.CTE):
+            names.add(cte.alias.lower())
+        for alias in statement.find_all(exp.TableAlias):
+            owner = alias.parent
+            if isinstance(owner, exp.Table) and owner.name.lower() == alias.name.lower():
+                continue  # FROM main.t AS t: the table itself
+            if not isinstance(owner, exp.CTE):
+                names.add(alias.name.lower())
+    return names
 
 
 def prepare(conn: Connection, query: str, shadows: dict[str, Table],
@@ -217,19 +298,27 @@ def prepare(conn: Connection, query: str, shadows: dict[str, Table],
         # Their first use registers them in the schema, which the guard would deny.
         raw.execute(f"SELECT * FROM {name}('[]')").fetchall()
     wrapped = f"SELECT * FROM (\n{body}\n) AS {VIEW}"
+    guard.clock = _Clockless(guard)
+    guard.clock.install(raw)
     raw.set_authorizer(guard)
     try:
         cursor = raw.execute(wrapped + " LIMIT 0")
         columns = [d[0] for d in cursor.description]
         cursor.close()
     except (sqlite3.Error, sqlite3.Warning) as error:
-        raw.set_authorizer(None)
+        release(conn, guard)
         raise QueryError(guard.refusal or f"the query failed: {first_line(error)}") from None
     order = ", ".join(str(i) for i in range(1, len(columns) + 1))
     return Sandboxed(sql=f"{wrapped} ORDER BY {order}", columns=columns,
                      unversioned=sorted(unversioned), raw_cursor=True), guard
 
 
-def release(conn: Connection) -> None:
+def release(conn: Connection, guard: _Authorizer | None = None, *,
+            functions: bool = True) -> None:
+    """Remove the authorizer (and, unless ``functions`` is false, the checked date
+    functions: the connection goes back to the pool with SQLite's own)."""
     raw: Any = conn.connection.driver_connection
     raw.set_authorizer(None)
+    if functions and guard is not None and guard.clock is not None:
+        guard.clock.remove(raw)
+        guard.clock = None

@@ -339,7 +339,7 @@ class _Snapshot:
     def close(self) -> None:
         try:
             if self.guard is not None:
-                authorizer.release(self.conn)
+                authorizer.release(self.conn, self.guard)
             self.conn.rollback()  # SQLite: drops the as-of views made in this transaction
             if (self.query is not None or self.temporary) and self.dialect == "postgresql":
                 self.conn.exec_driver_sql("DISCARD TEMP")
@@ -375,6 +375,10 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
         checked = None
         if query is not None or prepare is not None:  # temp objects outlive this commit
             try:
+                # The text is parsed now, when the views are made: literals such as
+                # timestamptz '2026-03-01' must read under the pinned settings, not the
+                # client's (PGTZ, a role's or a database's TimeZone or DateStyle).
+                _pin(conn)
                 if query is not None:
                     shadows = sandbox.shadow_tables(conn, at)
                     checked = sandbox.pg_prepare(conn, query, shadows,
@@ -391,8 +395,7 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn.begin()
         conn.execute(text("SET TRANSACTION READ ONLY"))
-        for name, value in PG_SETTINGS.items():
-            conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+        _pin(conn)
         return _Snapshot(conn, dialect, dict(PG_SETTINGS), query=checked,
                          temporary=prepare is not None)
     if dialect != "sqlite":
@@ -434,6 +437,12 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
 def _named(unversioned: Unversioned, conn: Connection, shadows: dict[str, Table]
            ) -> Sequence[str]:
     return unversioned(conn, shadows) if callable(unversioned) else unversioned
+
+
+def _pin(conn: Connection) -> None:
+    """PostgreSQL: the pinned session settings, for the current transaction."""
+    for name, value in PG_SETTINGS.items():
+        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
 
 
 def _wait_for_writers(conn: Connection, at: datetime, wait: float) -> None:

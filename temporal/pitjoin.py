@@ -166,8 +166,8 @@ def _run(source: str | Engine, out: Path, plan: ExportPlan, *, name: str, wait: 
         if snapshot.guard is not None:
             # SQLite: the sandbox's authorizer checked the spine query as it compiled;
             # the join reads the tables themselves, which the authorizer would refuse.
-            authorizer.release(conn)
-            snapshot.guard = None
+            # The checked date functions stay until the snapshot closes.
+            authorizer.release(conn, snapshot.guard, functions=False)
         if conn.dialect.name == "sqlite":
             register_utc(conn)
         if data is not None:

@@ -45,6 +45,7 @@ default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,7 +91,7 @@ PG_PER_RUN = frozenset({
     "pg_client_encoding",
 })
 _PG_PER_RUN_PREFIXES = ("pg_stat_get_", "pg_current_", "txid_current", "inet_client_",
-                        "inet_server_", "has_", "pg_has_role", "pg_get_")
+                        "inet_server_", "has_", "pg_has_role", "pg_get_", "to_reg")
 _PG_PER_RUN_KEEP = frozenset({"pg_get_keywords"})
 
 
@@ -220,12 +221,15 @@ def _pg_tree(body: str, what: str = "the query", per_run: bool = True) -> _Tree:
                         _pg_per_run(name, len(node.args or ())):
                     problems.append(str(per_run_refusal(f"{name}()")))
             elif per_run and isinstance(node, ast.A_Const) and \
-                    isinstance(node.val, ast.String) and \
-                    (node.val.sval or "").strip().lower() in _PG_MOMENT_WORDS and \
-                    not _cast_to_text(ancestors.node):
+                    isinstance(node.val, ast.String) and _pg_moment(node.val.sval, ancestors):
                 # 'now', 'today'... read as a date or time become the moment of the run.
                 problems.append(str(per_run_refusal(
                     f"'{node.val.sval}' as a date or time (cast it to text if it is text)")))
+            elif per_run and isinstance(node, ast.TypeCast) and node.typeName is not None and \
+                    _type_name(node.typeName) in _PG_OBJECT_ID_TYPES:
+                # Object ids: the as-of views are new temporary objects on every run.
+                problems.append(str(per_run_refusal(
+                    f"a cast to {_type_name(node.typeName)} (an object id)")))
             elif per_run and isinstance(node, ast.SQLValueFunction):  # CURRENT_TIMESTAMP...
                 op = getattr(node.op, "name", "SVFOP_CURRENT_TIME")
                 shown = op.removeprefix("SVFOP_").removesuffix("_N")
@@ -246,14 +250,37 @@ _PG_MOMENT_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
 _PG_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name", "citext"})
 
 
-def _cast_to_text(parent: Any) -> bool:
-    """Is ``parent`` a cast of its constant to a text type (so 'now' stays a word)?"""
+_PG_OBJECT_ID_TYPES = frozenset({
+    "oid", "regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator",
+    "regrole", "regnamespace", "regcollation", "regconfig", "regdictionary"})
+_PG_WORD = re.compile(r"\b(now|today|tomorrow|yesterday)\b", re.IGNORECASE)
+
+
+def _type_name(name: Any) -> str:
+    parts = [getattr(n, "sval", "") for n in name.names or ()]
+    return str(parts[-1]) if parts else ""
+
+
+def _pg_moment(value: str | None, ancestors: Any) -> bool:
+    """Would PostgreSQL read the constant ``value`` as a moment of the run ('now', ...)?
+
+    A constant cast (through any chain of casts) to anything but text, holding one of
+    the words (also inside an array literal), is; an uncast one is when it is one of
+    the words exactly (it may be coerced to a timestamp); a text is text.
+    """
     from pglast import ast
 
-    if not isinstance(parent, ast.TypeCast) or parent.typeName is None:
+    casts = []
+    at = ancestors
+    while at is not None and isinstance(at.node, ast.TypeCast):
+        casts.append(_type_name(at.node.typeName) if at.node.typeName is not None else "")
+        at = at.parent
+    text = value or ""
+    if not casts:
+        return text.strip().lower() in _PG_MOMENT_WORDS
+    if all(c in _PG_TEXT_TYPES for c in casts):
         return False
-    names = [getattr(n, "sval", "") for n in parent.typeName.names or ()]
-    return bool(names) and names[-1] in _PG_TEXT_TYPES
+    return _PG_WORD.search(text) is not None
 
 
 def _statement_name(node: Any) -> str:
@@ -343,18 +370,18 @@ def _pg_unqualified(conn: Connection, body: str, shadows: dict[str, Table]) -> s
     except pglast.parser.ParseError:
         return body  # _pg_tree says what is wrong with it
     schema, database = conn.exec_driver_sql("SELECT current_schema(), current_database()").one()
-    changed = False
+    unqualified: set[str] = set()  # the tables whose spelling lost its schema
+    local: set[str] = set()  # names the query itself gives: CTEs, aliases
 
     def names(parts: Sequence[Any]) -> list[str | None]:
         return [getattr(p, "sval", None) for p in parts]
 
     class Unqualify(Visitor):
         def visit(self, ancestors: Any, node: Any) -> None:
-            nonlocal changed
             if isinstance(node, ast.RangeVar) and node.relname in shadows and (
                     node.schemaname == schema and node.catalogname in (None, database)):
                 node.schemaname = node.catalogname = None
-                changed = True
+                unqualified.add(node.relname)
             elif isinstance(node, ast.ColumnRef) and len(node.fields or ()) >= 3:
                 parts = tuple(node.fields or ())
                 fields = names(parts)
@@ -363,10 +390,25 @@ def _pg_unqualified(conn: Connection, body: str, shadows: dict[str, Table]) -> s
                 prefix = [schema] if lead == 1 else [database, schema]
                 if fields[:lead] == prefix and fields[lead] in shadows and len(fields) <= 4:
                     node.fields = parts[lead:]
-                    changed = True
+                    unqualified.add(str(fields[lead]))
+            elif isinstance(node, ast.CommonTableExpr):
+                local.add(node.ctename or "")
+            elif isinstance(node, ast.Alias) and not (
+                    isinstance(ancestors.node, ast.RangeVar)
+                    and ancestors.node.relname == node.aliasname):  # FROM t AS t: itself
+                local.add(node.aliasname or "")
 
     Unqualify()(statements)
-    return RawStream()(statements) if changed else body
+    clash = sorted(unqualified & local)
+    if clash:  # without its schema the name would mean the query's own CTE or alias
+        raise QueryError(clash_message(f"{schema}.{clash[0]}", clash[0]))
+    return RawStream()(statements) if unqualified else body
+
+
+def clash_message(spelled: str, name: str) -> str:
+    return (f"{spelled} cannot be read as of the export's moment beside a CTE or an alias "
+            f"named {name} (without its schema the name would mean that one): write {name} "
+            "without the schema, and give the CTE or alias another name")
 
 
 def first_line(error: BaseException) -> str:
