@@ -103,15 +103,19 @@ class _Clockless:
 
     A time value 'now' or a 'localtime'/'utc' modifier can reach a date function by
     any expression (``'n' || 'ow'``, a subquery, a column's data), so the arguments
-    are checked as each call is made: the query's connection gets these functions in
-    place of the built-ins for the read, and each call that passes is answered by the
+    are checked as each call is made: the query's calls of ``date(...)`` and its kin
+    are rewritten (at sqlglot's tokens) to ``temporal_date(...)``, functions of this
+    connection that refuse such arguments and answer every other call with SQLite's
     built-in itself, on a private in-memory connection. A refused call fails the read
-    with the reason, as the authorizer's refusals do.
+    with the reason, as the authorizer's refusals do. (SQLite's built-ins are never
+    replaced on the connection, which goes back to the pool as it came.)
     """
+
+    PREFIX = "temporal_"
 
     def __init__(self, guard: _Authorizer) -> None:
         self.guard = guard
-        self.real = sqlite3.connect(":memory:")
+        self.real = sqlite3.connect(":memory:", check_same_thread=False)
         self.names = [n for n in _SQLITE_CLOCK_FUNCTIONS if self._known(n)]
 
     def _known(self, name: str) -> bool:
@@ -121,13 +125,33 @@ class _Clockless:
             return False  # an older SQLite (timediff is 3.43)
         return True
 
+    def rewrite(self, body: str) -> str:
+        """``body`` calling the checked functions in place of SQLite's date functions."""
+        from sqlglot import TokenType
+        from sqlglot.dialects.sqlite import SQLite
+        from sqlglot.errors import SqlglotError
+
+        try:
+            tokens = SQLite().tokenize(body)
+        except SqlglotError:
+            return body
+        calls = [t for i, t in enumerate(tokens[:-1])
+                 if t.text.lower() in self.names
+                 and tokens[i + 1].token_type == TokenType.L_PAREN
+                 and (i == 0 or tokens[i - 1].token_type != TokenType.DOT)]
+        for token in reversed(calls):
+            body = body[:token.start] + self.PREFIX + token.text.lower() + body[token.end + 1:]
+        return body
+
     def install(self, raw: Any) -> None:
         for name in self.names:
-            raw.create_function(name, -1, self._function(name), deterministic=True)
+            raw.create_function(self.PREFIX + name, -1, self._function(name),
+                                deterministic=True)
 
-    def remove(self, raw: Any) -> None:
-        for name in self.names:
-            raw.create_function(name, -1, None)  # the built-in again
+    def allowed(self, name: str) -> bool:
+        return name.startswith(self.PREFIX) and name[len(self.PREFIX):] in self.names
+
+    def close(self) -> None:
         self.real.close()
 
     def _function(self, name: str) -> Any:
@@ -177,7 +201,7 @@ class _Authorizer:
             return None
         if action == sqlite3.SQLITE_FUNCTION:
             name = (arg2 or "").lower()
-            if name in SQLITE_ALLOWED:
+            if name in SQLITE_ALLOWED or (self.clock is not None and self.clock.allowed(name)):
                 return None
             return (f"function {arg2} is not on the list of SQLite functions an export query "
                     "may call (core functions that only read their arguments)")
@@ -297,9 +321,9 @@ def prepare(conn: Connection, query: str, shadows: dict[str, Table],
     for name in ("json_each", "json_tree"):
         # Their first use registers them in the schema, which the guard would deny.
         raw.execute(f"SELECT * FROM {name}('[]')").fetchall()
-    wrapped = f"SELECT * FROM (\n{body}\n) AS {VIEW}"
     guard.clock = _Clockless(guard)
     guard.clock.install(raw)
+    wrapped = f"SELECT * FROM (\n{guard.clock.rewrite(body)}\n) AS {VIEW}"
     raw.set_authorizer(guard)
     try:
         cursor = raw.execute(wrapped + " LIMIT 0")
@@ -315,10 +339,10 @@ def prepare(conn: Connection, query: str, shadows: dict[str, Table],
 
 def release(conn: Connection, guard: _Authorizer | None = None, *,
             functions: bool = True) -> None:
-    """Remove the authorizer (and, unless ``functions`` is false, the checked date
-    functions: the connection goes back to the pool with SQLite's own)."""
+    """Remove the authorizer (and, unless ``functions`` is false - the rewritten query
+    still runs - close what answers the checked date functions)."""
     raw: Any = conn.connection.driver_connection
     raw.set_authorizer(None)
     if functions and guard is not None and guard.clock is not None:
-        guard.clock.remove(raw)
+        guard.clock.close()
         guard.clock = None

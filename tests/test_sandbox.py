@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -517,3 +517,20 @@ def test_date_functions_of_the_data_still_work_on_sqlite(
            query="SELECT id, date('2026-01-31', '+1 day') AS d FROM customers "
                  "WHERE name <> 'now'")
     assert {r[1] for r in rows_of(tmp_path / "t")} == {"2026-02-01"}
+
+
+def test_the_connection_gets_sqlites_own_date_functions_back(
+    sqlite_world: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    """The checked date functions live only for the read: the pooled connection that
+    served it answers date('now') again afterwards (the library's own clock needs it)."""
+    engine, moment = sqlite_world
+    export(engine, tmp_path / "t", as_of=moment,
+           query="SELECT id, date('2026-01-31', '+1 day') AS d FROM customers")
+    refused(engine, moment, tmp_path, "SELECT id, date(name || 'now') FROM customers "
+            "WHERE 0 UNION SELECT 1, date('n' || 'ow')", "run to run")
+    for _ in range(3):  # whichever pooled connection comes back
+        before = datetime.now(UTC).date().isoformat()
+        with engine.connect() as conn:
+            today = conn.exec_driver_sql("SELECT date('now')").scalar_one()
+        assert today in {before, datetime.now(UTC).date().isoformat()}
