@@ -350,3 +350,26 @@ def test_a_joined_subclass_bulk_update_loses_to_a_concurrent_change(db: Engine) 
     with Session(db) as s:
         assert [v.bark for v in history(s, Dog, 1)] == ["woof", "A"]
         assert [v.name for v in history(s, Animal, 1)] == ["rex", "rex"]
+
+
+def test_a_joined_subclass_history_reads_its_archived_versions(db: Engine) -> None:
+    from temporal import archive
+
+    stamps = []
+    for bark in ("woof", "WOOF", "grr"):
+        with Session(db) as s, s.begin():
+            dog = s.get(Dog, 1)
+            if dog is None:
+                s.add(Dog(id=1, name="rex", bark=bark))
+            else:
+                dog.bark = bark
+            stamps.append(transaction_time(s))
+    with Session(db) as s:
+        before = [tuple(v) for v in history(s, Dog, 1)]
+    archive(db, ttl=timedelta(microseconds=1))
+    with Session(db) as s:
+        assert [tuple(v) for v in history(s, Dog, 1)] == before
+        assert [v.bark for v in history(s, Dog, 1)] == ["woof", "WOOF", "grr"]
+        assert s.get(Dog, 1, options=[as_of(stamps[0])]).bark == "woof"
+    with db.connect() as conn:  # the old versions really moved
+        assert conn.exec_driver_sql("SELECT count(*) FROM dogs_archive").scalar() == 2
