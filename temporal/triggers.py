@@ -275,8 +275,15 @@ def _pg_install(conn: Connection, table: str, key: Sequence[str]) -> None:
         f"CREATE TRIGGER {q(_name(table, 'key'))} BEFORE UPDATE OF "
         f"{', '.join(q(k) for k in key)} ON {t} FOR EACH ROW "
         f"WHEN ({working} AND {changed_key}) EXECUTE FUNCTION temporal_versioned_key()",
+        # Statements that set a period column: the library's, or refused.
+        f"CREATE TRIGGER {q(_name(table, 'period'))} BEFORE UPDATE OF created_at, expired_at "
+        f"ON {t} FOR EACH ROW WHEN ({working} AND NOT coalesce({library_update}, false)) "
+        "EXECUTE FUNCTION temporal_versioned_update()",
+        # The rest, the library's changes of its own versions aside: a raw UPDATE reads
+        # only this short clause.
         f"CREATE TRIGGER {q(_name(table, 'update'))} BEFORE UPDATE ON {t} FOR EACH ROW "
-        f"WHEN ({working} AND NOT coalesce({library_update}, false)) "
+        f"WHEN ({working} AND NEW.created_at = OLD.created_at AND NEW.expired_at IS NOT "
+        f"DISTINCT FROM OLD.expired_at AND OLD.created_at IS DISTINCT FROM {stamp}) "
         "EXECUTE FUNCTION temporal_versioned_update()",
         f"CREATE TRIGGER {q(_name(table, 'update_copy'))} AFTER UPDATE ON {t} "
         "REFERENCING OLD TABLE AS temporal_old FOR EACH STATEMENT "
@@ -344,7 +351,8 @@ def _pg_remove(conn: Connection, table: str) -> None:
     q = _quoter(conn)
     inspector = inspect(conn)
     if inspector.has_table(table):
-        for what in ("insert", "key", "update", "update_copy", "delete", "delete_copy"):
+        for what in ("insert", "key", "period", "update", "update_copy", "delete",
+                     "delete_copy"):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(_name(table, what))} ON {q(table)}")
     for what in ("update_copy", "delete_copy"):
         conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {q(_name(table, what))}()")

@@ -615,3 +615,29 @@ def test_postgresql_columns_changed_by_plain_alter_table_are_never_lost_silently
     raw.commit()
     assert seen("later")[-3:] == [("a3", None), ("a3", "l"), ("a4", "l")]
     raw.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_identity_keys_and_generated_columns_are_versioned(
+        pg_engine: Engine) -> None:
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    md = sa.MetaData()
+    sa.Table("parts", md, sa.Column("id", sa.Integer, sa.Identity(always=True), primary_key=True),
+             sa.Column("qty", sa.Integer, nullable=False),
+             sa.Column("doubled", sa.Integer, sa.Computed("qty * 2", persisted=True)))
+    md.create_all(pg_engine)
+    with pg_engine.begin() as conn:
+        Operations(MigrationContext.configure(conn)).make_temporal("parts")
+    raw = Raw(pg_engine.url)
+    raw.run("INSERT INTO parts (qty) VALUES (1)")
+    raw.commit()
+    raw.run("UPDATE parts SET qty = 5")
+    raw.commit()
+    raw.run("DELETE FROM parts")
+    raw.commit()
+    rows = raw.run("SELECT id, qty, doubled, expired_at IS NULL FROM parts "
+                   "ORDER BY created_at").fetchall()
+    raw.close()
+    assert [tuple(r) for r in rows] == [(1, 1, 2, False), (1, 5, 10, False)]
