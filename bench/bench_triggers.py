@@ -18,6 +18,9 @@ medians over interleaved rounds, measured in this run:
   ... the old versions, expired) UPDATE ... SET created_at = ...``): the extra
   INSERT and the non-HOT update (``created_at`` is in the primary key) that
   any versioning in the same table pays, whoever writes it;
+* the same PostgreSQL figures in server CPU time (the server process's
+  ``/proc/<pid>/schedstat``, when the server runs on this machine), steadier
+  than wall time on a loaded machine;
 * the same two on the anchors: the PostgreSQL ``periods`` extension (system
   versioning, a history table; when the extension is installed on the server)
   and MariaDB ``WITH SYSTEM VERSIONING`` (when ``--mariadb`` reaches a server;
@@ -130,7 +133,25 @@ BY_HAND = ("WITH copy AS (INSERT INTO items (id, name, value, created_at, expire
            "WHERE expired_at IS NULL{where}")
 
 
-def pg_single(url: str, by_hand: bool = False) -> float:
+def server_cpu(raw: Any) -> float | None:
+    """CPU seconds the connection's server process has used, when the server runs on
+    this machine (steadier than wall time on a loaded machine; None elsewhere)."""
+    try:
+        with open(f"/proc/{raw.info.backend_pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except OSError:
+        return None
+
+
+def timed_pg(raw: Any, fn: Callable[[], None]) -> tuple[float, float | None]:
+    """Wall seconds of ``fn`` and the server CPU seconds it took."""
+    before = server_cpu(raw)
+    seconds = timed(fn)
+    after = server_cpu(raw)
+    return seconds, None if before is None or after is None else after - before
+
+
+def pg_single(url: str, by_hand: bool = False) -> tuple[float, float | None]:
     raw = pg_connect(url)
     keys = list(range(0, ROWS, ROWS // SINGLE))[:SINGLE]
     sql = "UPDATE items SET value = value + 1 WHERE id = %(k)s"
@@ -143,12 +164,12 @@ def pg_single(url: str, by_hand: bool = False) -> float:
                 cur.execute(sql, {"k": k})
         raw.commit()
 
-    seconds = timed(run)
+    measured = timed_pg(raw, run)
     raw.close()
-    return seconds
+    return measured
 
 
-def pg_set(url: str, by_hand: bool = False) -> float:
+def pg_set(url: str, by_hand: bool = False) -> tuple[float, float | None]:
     raw = pg_connect(url)
     sql = BY_HAND.format(where="") if by_hand else "UPDATE items SET value = value + 1"
 
@@ -156,9 +177,9 @@ def pg_set(url: str, by_hand: bool = False) -> float:
         raw.execute(sql)
         raw.commit()
 
-    seconds = timed(run)
+    measured = timed_pg(raw, run)
     raw.close()
-    return seconds
+    return measured
 
 
 def library_orm(url: str) -> float:
@@ -281,6 +302,11 @@ def main() -> None:
     def record(label: str, seconds: float) -> None:
         times.setdefault(label, []).append(seconds)
 
+    def record_pg(label: str, measured: tuple[float, float | None]) -> None:
+        record(label, measured[0])
+        if measured[1] is not None:
+            record(label + " cpu", measured[1])
+
     with_periods = periods_available(url)
     try:
         for _ in range(args.rounds):  # interleaved, each on a fresh table
@@ -288,9 +314,9 @@ def main() -> None:
                             *(["periods"] if with_periods else [])):
                 by_hand = variant == "bare"
                 pg_setup(url, variant)
-                record(f"pg {variant} single", pg_single(url, by_hand))
+                record_pg(f"pg {variant} single", pg_single(url, by_hand))
                 pg_setup(url, variant)
-                record(f"pg {variant} set", pg_set(url, by_hand))
+                record_pg(f"pg {variant} set", pg_set(url, by_hand))
             for variant in ("versioned", "untriggered"):
                 pg_setup(url, variant)
                 record(f"library {variant} orm", library_orm(url))
@@ -330,6 +356,12 @@ def main() -> None:
           "pg bare single", "pg plain single")
     ratio("  floor: versioned by hand, no triggers, no guard, set-based",
           "pg bare set", "pg plain set")
+    for kind in ("single", "set"):
+        shown = "single-row" if kind == "single" else "set-based"
+        for variant, what in (("versioned", "temporal triggers"), ("unguarded", "no guard"),
+                              ("bare", "floor")):
+            ratio(f"  server CPU, {shown}: {what} / plain", f"pg {variant} {kind} cpu",
+                  f"pg plain {kind} cpu")
     if with_periods:
         ratio("  anchor: periods extension, single-row / plain", "pg periods single",
               "pg plain single")
