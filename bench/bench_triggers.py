@@ -13,6 +13,14 @@ medians over interleaved rounds, measured in this run:
 * the same two without the overlap guard (``guard.py``'s statement triggers,
   which every versioned write pays, the library's too): what the
   triggers themselves cost;
+* the floor: the same two versioned by hand on the temporal table with no
+  triggers and no guard at all, one statement each (``WITH copy AS (INSERT
+  ... the old versions, expired) UPDATE ... SET created_at = ...``): the extra
+  INSERT and the non-HOT update (``created_at`` is in the primary key) that
+  any versioning in the same table pays, whoever writes it;
+* the same PostgreSQL figures in server CPU time (the server process's
+  ``/proc/<pid>/schedstat``, when the server runs on this machine), steadier
+  than wall time on a loaded machine;
 * the same two on the anchors: the PostgreSQL ``periods`` extension (system
   versioning, a history table; when the extension is installed on the server)
   and MariaDB ``WITH SYSTEM VERSIONING`` (when ``--mariadb`` reaches a server;
@@ -88,19 +96,19 @@ def pg_setup(url: str, variant: str) -> None:
         conn.exec_driver_sql("DROP EXTENSION IF EXISTS periods CASCADE")
         conn.exec_driver_sql("DROP SCHEMA public CASCADE")
         conn.exec_driver_sql("CREATE SCHEMA public")
-    if variant in ("versioned", "untriggered", "unguarded"):
+    if variant in ("versioned", "untriggered", "unguarded", "bare"):
         Base.metadata.create_all(engine)
         with engine.begin() as conn:
-            if variant == "untriggered":
+            if variant in ("untriggered", "bare"):
                 triggers.remove(conn, "items")
-            if variant == "unguarded":  # the triggers' own cost, without the overlap guard's
+            if variant in ("unguarded", "bare"):  # without the overlap guard's cost
                 guard.remove(conn, "items")
     else:
         PlainBase.metadata.create_all(engine)
     engine.dispose()
     raw = pg_connect(url)
     with raw.cursor() as cur:
-        if variant == "untriggered":  # nobody stamps the rows: the same fill, stamped here
+        if variant in ("untriggered", "bare"):  # nobody stamps the rows: stamped here
             with cur.copy("COPY items (id, name, value, created_at) FROM STDIN") as copy:
                 for i in range(ROWS):
                     copy.write_row((i, f"item {i}", 0, "2026-01-01T00:00:00Z"))
@@ -117,31 +125,61 @@ def pg_setup(url: str, variant: str) -> None:
     raw.close()
 
 
-def pg_single(url: str) -> float:
+# The floor: what the triggers do, by hand in one statement, on the bare temporal table.
+BY_HAND = ("WITH copy AS (INSERT INTO items (id, name, value, created_at, expired_at) "
+           "SELECT id, name, value, created_at, '2026-06-01Z' FROM items "
+           "WHERE expired_at IS NULL{where}) "
+           "UPDATE items SET value = value + 1, created_at = '2026-06-01Z' "
+           "WHERE expired_at IS NULL{where}")
+
+
+def server_cpu(raw: Any) -> float | None:
+    """CPU seconds the connection's server process has used, when the server runs on
+    this machine (steadier than wall time on a loaded machine; None elsewhere)."""
+    try:
+        with open(f"/proc/{raw.info.backend_pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except OSError:
+        return None
+
+
+def timed_pg(raw: Any, fn: Callable[[], None]) -> tuple[float, float | None]:
+    """Wall seconds of ``fn`` and the server CPU seconds it took."""
+    before = server_cpu(raw)
+    seconds = timed(fn)
+    after = server_cpu(raw)
+    return seconds, None if before is None or after is None else after - before
+
+
+def pg_single(url: str, by_hand: bool = False) -> tuple[float, float | None]:
     raw = pg_connect(url)
     keys = list(range(0, ROWS, ROWS // SINGLE))[:SINGLE]
+    sql = "UPDATE items SET value = value + 1 WHERE id = %(k)s"
+    if by_hand:
+        sql = BY_HAND.format(where=" AND id = %(k)s")
 
     def run() -> None:
         with raw.cursor() as cur:
             for k in keys:
-                cur.execute("UPDATE items SET value = value + 1 WHERE id = %s", (k,))
+                cur.execute(sql, {"k": k})
         raw.commit()
 
-    seconds = timed(run)
+    measured = timed_pg(raw, run)
     raw.close()
-    return seconds
+    return measured
 
 
-def pg_set(url: str) -> float:
+def pg_set(url: str, by_hand: bool = False) -> tuple[float, float | None]:
     raw = pg_connect(url)
+    sql = BY_HAND.format(where="") if by_hand else "UPDATE items SET value = value + 1"
 
     def run() -> None:
-        raw.execute("UPDATE items SET value = value + 1")
+        raw.execute(sql)
         raw.commit()
 
-    seconds = timed(run)
+    measured = timed_pg(raw, run)
     raw.close()
-    return seconds
+    return measured
 
 
 def library_orm(url: str) -> float:
@@ -264,15 +302,21 @@ def main() -> None:
     def record(label: str, seconds: float) -> None:
         times.setdefault(label, []).append(seconds)
 
+    def record_pg(label: str, measured: tuple[float, float | None]) -> None:
+        record(label, measured[0])
+        if measured[1] is not None:
+            record(label + " cpu", measured[1])
+
     with_periods = periods_available(url)
     try:
         for _ in range(args.rounds):  # interleaved, each on a fresh table
-            for variant in ("plain", "versioned", "unguarded",
+            for variant in ("plain", "versioned", "unguarded", "bare",
                             *(["periods"] if with_periods else [])):
+                by_hand = variant == "bare"
                 pg_setup(url, variant)
-                record(f"pg {variant} single", pg_single(url))
+                record_pg(f"pg {variant} single", pg_single(url, by_hand))
                 pg_setup(url, variant)
-                record(f"pg {variant} set", pg_set(url))
+                record_pg(f"pg {variant} set", pg_set(url, by_hand))
             for variant in ("versioned", "untriggered"):
                 pg_setup(url, variant)
                 record(f"library {variant} orm", library_orm(url))
@@ -308,6 +352,16 @@ def main() -> None:
           "pg unguarded single", "pg plain single")
     ratio("    without the overlap guard (guard.py), set-based",
           "pg unguarded set", "pg plain set")
+    ratio("  floor: versioned by hand, no triggers, no guard, single-row",
+          "pg bare single", "pg plain single")
+    ratio("  floor: versioned by hand, no triggers, no guard, set-based",
+          "pg bare set", "pg plain set")
+    for kind in ("single", "set"):
+        shown = "single-row" if kind == "single" else "set-based"
+        for variant, what in (("versioned", "temporal triggers"), ("unguarded", "no guard"),
+                              ("bare", "floor")):
+            ratio(f"  server CPU, {shown}: {what} / plain", f"pg {variant} {kind} cpu",
+                  f"pg plain {kind} cpu")
     if with_periods:
         ratio("  anchor: periods extension, single-row / plain", "pg periods single",
               "pg plain single")

@@ -334,7 +334,7 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
 @Operations.implementation_for(AddTemporalColumnOp)
 @_maintained
 def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> None:
-    conn, old, _ = _temporal(operations, op.table_name, "; use op.add_column")
+    conn, old, key = _temporal(operations, op.table_name, "; use op.add_column")
     column = op.column
     if column.name in old.c:
         raise MigrationError(f"{op.table_name} already has a column {column.name!r}")
@@ -369,6 +369,7 @@ def _add_temporal_column(operations: Operations, op: AddTemporalColumnOp) -> Non
         if unique:
             table = _reflect(conn, name)
             conn.execute(CreateIndex(_unique_among_current(table, column.name)))
+        triggers.install(conn, name, key)  # the history copy names the table's columns
         return
     new = _copy_shape(old, add=[target])
     if unique:
@@ -397,6 +398,7 @@ def _drop_temporal_column(operations: Operations, op: DropTemporalColumnOp) -> N
                              "cannot be dropped")
     if conn.dialect.name == "postgresql":
         operations.drop_column(op.table_name, op.column_name)
+        triggers.install(conn, op.table_name, key)  # the history copy names the columns
         return
     new = _copy_shape(old, drop=op.column_name)
     _rebuild_sqlite(conn, old, new, [old.c[c.name] for c in new.c])

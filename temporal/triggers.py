@@ -33,12 +33,21 @@ first, library or trigger, in the same way (:mod:`temporal._backend`: the
 transaction id first, then the clock, unique among transactions in flight),
 so raw and library writes in one transaction share it, and exports wait for
 raw writers exactly as for the library's. BEFORE ROW triggers (PL/pgSQL) stamp
-the new row and skip history; one AFTER STATEMENT trigger copies the old
-versions into history from the statement's transition table, set-based (a
-row-level copy measured 4x slower: every copy is a statement of its own, which
-the overlap guard probes). The library's statements skip that trigger through
-its WHEN clause; what they pay is the capture of their old rows, a tuple copy
-each (``bench/bench_triggers.py`` compares them with and without the triggers).
+the new row and skip history; one AFTER STATEMENT trigger per table copies the
+old versions into history from the statement's transition table, set-based, in
+an INSERT generated for the table's columns (a row-level copy measured 4x
+slower: every copy is a statement of its own, which the overlap guard probes;
+a generic row-to-row copy through jsonb about 1.4x slower). Every statement reads
+its triggers' ``WHEN`` clauses afresh, so they are kept short: the stamp is
+read once in each, and the library's period-setting statements have a trigger
+of their own (``UPDATE OF created_at, expired_at``) that raw statements never
+read. The library's statements skip the copy through its WHEN clause; what
+they pay is the capture of their old rows, a tuple copy each
+(``bench/bench_triggers.py`` compares them with and without the triggers).
+The generated functions name the table's columns, so they are made again when
+columns change (``op.add_temporal_column`` / ``op.drop_temporal_column``,
+``temporal db upgrade``); a comment on the update trigger records their
+generation (:data:`PG_GENERATION`) and a digest, which :func:`up_to_date` compares.
 
 **SQLite.** Triggers cannot tell one transaction from the next there, so a
 raw statement gets a stamp of its own from the library's clock table (one per
@@ -65,6 +74,10 @@ from temporal._backend import (
 SUFFIX = "_versioned"
 #: What every refusal's message starts with.
 MESSAGE = "temporal: "
+#: The generation of the PostgreSQL triggers, kept in a comment on each table's update
+#: trigger beside a digest of its generated copy functions: ``temporal db upgrade``
+#: replaces triggers of another generation, or made for other columns.
+PG_GENERATION = "temporal triggers 2"
 _LOCK_CLASS = 1952804208  # the advisory-lock class of transaction stamps (see _backend)
 
 # -- PostgreSQL ---------------------------------------------------------------------
@@ -122,7 +135,6 @@ END $$;
 
 CREATE OR REPLACE FUNCTION temporal_versioned_update() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    taken text := current_setting('temporal.stamp', true);
     stamp timestamptz;
 BEGIN
     IF OLD.expired_at IS NOT NULL THEN
@@ -132,15 +144,11 @@ BEGIN
         PERFORM temporal_refuse(TG_TABLE_NAME || ': created_at and expired_at are kept by '
             'the database; update the other columns, or DELETE to end a version');
     END IF;
-    IF taken IS NOT NULL AND taken <> '' THEN  -- inline: this runs for every row
-        stamp := 'epoch'::timestamptz + taken::bigint * interval '1 microsecond';
-    ELSE
-        stamp := temporal_stamp();
-    END IF;
-    IF OLD.created_at > stamp THEN
-        PERFORM temporal_conflict(TG_TABLE_NAME);
-    END IF;
-    IF OLD.created_at = stamp THEN
+    stamp := coalesce({_PG_STAMP}, temporal_stamp());  -- inline: this runs for every row
+    IF OLD.created_at >= stamp THEN
+        IF OLD.created_at > stamp THEN
+            PERFORM temporal_conflict(TG_TABLE_NAME);
+        END IF;
         RETURN NEW;  -- this transaction's own version: changed in place
     END IF;
     NEW.created_at := stamp;
@@ -155,7 +163,7 @@ BEGIN
     IF OLD.expired_at IS NOT NULL THEN
         RETURN NULL;
     END IF;
-    IF OLD.created_at > temporal_stamp() THEN
+    IF OLD.created_at > coalesce({_PG_STAMP}, temporal_stamp()) THEN
         PERFORM temporal_conflict(TG_TABLE_NAME);
     END IF;
     IF current_setting('temporal.copy', true) IS DISTINCT FROM 'delete' THEN
@@ -196,37 +204,72 @@ def _name(table: str, what: str) -> str:
     return f"{table.encode()[:40].decode(errors='ignore')}_{digest}{SUFFIX}_{what}"
 
 
+def _pg_copy_function(conn: Connection, table: str, what: str) -> str:
+    """The statement trigger function that copies a raw ``what``'s old versions into history.
+
+    Every current version the statement changed or deleted becomes history, copied
+    from the transition table in one INSERT generated for the table's columns (the
+    generic copy through ``jsonb_populate_record`` measured about 1.4x slower set-based).
+    Columns changed by a plain ``ALTER TABLE`` are never silently lost: a column
+    added since (it gets the next attribute number) sends the copy down the
+    generic path until ``temporal db upgrade`` regenerates the function; a dropped
+    or renamed one, or a second added one, makes the generated INSERT fail when it
+    is planned again (it names the columns and casts the row to the table's type).
+    A row of the same statement that the library's expire shape let through keeps
+    its own version, and its copy would collide with it on the primary key: such a
+    statement is refused, not mis-versioned.
+    """
+    q = _quoter(conn)
+    t = q(table)
+    columns = inspect(conn).get_columns(table)
+    attributes = conn.execute(text("SELECT relnatts FROM pg_class WHERE oid = to_regclass(:t)"),
+                              {"t": t}).scalar_one()
+    if any(c.get("computed") for c in columns):  # computed again, never inserted
+        kept = [q(c["name"]) for c in columns if not c.get("computed")
+                and c["name"] not in ("created_at", "expired_at")]
+        rows = (f"INSERT INTO {t} ({', '.join(kept)}, created_at, expired_at) "
+                f"OVERRIDING SYSTEM VALUE SELECT {', '.join('o.' + k for k in kept)}, "
+                "o.created_at, copy_stamp")
+    else:
+        fields = ", ".join("copy_stamp" if c["name"] == "expired_at" else "o." + q(c["name"])
+                           for c in columns)
+        rows = f"INSERT INTO {t} OVERRIDING SYSTEM VALUE SELECT (ROW({fields})::{t}).*"
+    return f"""
+CREATE OR REPLACE FUNCTION {q(_name(table, what + '_copy'))}() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    copy_stamp timestamptz := coalesce({_PG_STAMP}, temporal_stamp());
+BEGIN
+    PERFORM set_config('temporal.copy', '', true), set_config('temporal.maintenance', 'on', true);
+    IF has_column_privilege(TG_RELID, {attributes + 1}::smallint, 'SELECT') IS NULL THEN
+        {rows}
+            FROM temporal_old o WHERE o.expired_at IS NULL AND o.created_at < copy_stamp;
+    ELSE  -- a column added since these triggers were made: the generic copy carries it
+        INSERT INTO {t} OVERRIDING SYSTEM VALUE SELECT copy.* FROM temporal_old o,
+            LATERAL jsonb_populate_record(o::{t}, jsonb_build_object('expired_at', copy_stamp)) copy
+            WHERE o.expired_at IS NULL AND o.created_at < copy_stamp;
+    END IF;
+    PERFORM set_config('temporal.maintenance', '', true);
+    RETURN NULL;
+END $$"""
+
+
 def _pg_install(conn: Connection, table: str, key: Sequence[str]) -> None:
     q = _quoter(conn)
     t = q(table)
     _pg(conn, _PG_FUNCTIONS)
     stamp, working = _PG_STAMP, _PG_WORKING
-    # Every current version a raw statement changed or deleted becomes history, copied from
-    # the transition table in one INSERT. (A row of the same statement that the library's
-    # expire shape let through keeps its own version, and its copy would collide with it
-    # on the primary key: such a statement is refused, not mis-versioned.)
-    for what in ("update", "delete"):
-        _pg(conn, f"""
-CREATE OR REPLACE FUNCTION {q(_name(table, what + '_copy'))}() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    stamp timestamptz := temporal_stamp();
-BEGIN
-    PERFORM set_config('temporal.copy', '', true);
-    PERFORM set_config('temporal.maintenance', 'on', true);
-    INSERT INTO {t} SELECT copy.* FROM temporal_old o,  -- in FROM: one call per row
-        LATERAL jsonb_populate_record(o::{t}, jsonb_build_object('expired_at', stamp)) copy
-        WHERE o.expired_at IS NULL AND o.created_at < stamp;
-    PERFORM set_config('temporal.maintenance', '', true);
-    RETURN NULL;
-END $$""")
+    copies = [_pg_copy_function(conn, table, what) for what in ("update", "delete")]
+    for copy in copies:
+        _pg(conn, copy)
+    # The library's update shapes (an expire, a change of its own version, the undoing of
+    # its own expire), with the stamp computed once: every statement reads this clause
+    # afresh, so it is kept short.
     library_update = (
-        f"(OLD.expired_at IS NULL AND NEW.expired_at = {stamp} "  # an expire
-        f"AND NEW.created_at = OLD.created_at AND OLD.created_at < {stamp}) "
-        f"OR (OLD.created_at = {stamp} AND NEW.created_at = OLD.created_at "  # its own version
-        "AND NEW.expired_at IS NOT DISTINCT FROM OLD.expired_at) "
-        f"OR (OLD.expired_at = {stamp} AND NEW.expired_at IS NULL "  # undoing its own expire
-        "AND NEW.created_at = OLD.created_at)"
+        f"NEW.created_at = OLD.created_at AND CASE {stamp} "
+        "WHEN NEW.expired_at THEN OLD.expired_at IS NULL AND OLD.created_at < NEW.expired_at "
+        "WHEN OLD.created_at THEN NEW.expired_at IS NOT DISTINCT FROM OLD.expired_at "
+        "WHEN OLD.expired_at THEN NEW.expired_at IS NULL ELSE false END"
     )
     old_key = ", ".join(f"OLD.{q(k)}" for k in key)
     new_key = ", ".join(f"NEW.{q(k)}" for k in key)
@@ -241,8 +284,15 @@ END $$""")
         f"CREATE TRIGGER {q(_name(table, 'key'))} BEFORE UPDATE OF "
         f"{', '.join(q(k) for k in key)} ON {t} FOR EACH ROW "
         f"WHEN ({working} AND {changed_key}) EXECUTE FUNCTION temporal_versioned_key()",
+        # Statements that set a period column: the library's, or refused.
+        f"CREATE TRIGGER {q(_name(table, 'period'))} BEFORE UPDATE OF created_at, expired_at "
+        f"ON {t} FOR EACH ROW WHEN ({working} AND NOT coalesce({library_update}, false)) "
+        "EXECUTE FUNCTION temporal_versioned_update()",
+        # The rest, the library's changes of its own versions aside: a raw UPDATE reads
+        # only this short clause.
         f"CREATE TRIGGER {q(_name(table, 'update'))} BEFORE UPDATE ON {t} FOR EACH ROW "
-        f"WHEN ({working} AND NOT coalesce({library_update}, false)) "
+        f"WHEN ({working} AND NEW.created_at = OLD.created_at AND NEW.expired_at IS NOT "
+        f"DISTINCT FROM OLD.expired_at AND OLD.created_at IS DISTINCT FROM {stamp}) "
         "EXECUTE FUNCTION temporal_versioned_update()",
         f"CREATE TRIGGER {q(_name(table, 'update_copy'))} AFTER UPDATE ON {t} "
         "REFERENCING OLD TABLE AS temporal_old FOR EACH STATEMENT "
@@ -258,8 +308,26 @@ END $$""")
     ]
     for statement in statements:
         _pg(conn, statement)
+    marker = _pg_marker(copies).replace("'", "''")
+    _pg(conn, f"COMMENT ON TRIGGER {q(_name(table, 'update'))} ON {t} IS '{marker}'")
     if inspect(conn).has_table(table + "_archive"):
         install_archive(conn, table)
+
+
+def _pg_marker(copies: Sequence[str]) -> str:
+    """What the comment on a table's update trigger says when its triggers are current."""
+    digest = hashlib.sha1("".join(copies).encode()).hexdigest()[:16]
+    return f"{PG_GENERATION} {digest}"
+
+
+def _pg_up_to_date(conn: Connection, table: str) -> bool:
+    said = conn.execute(
+        text("SELECT obj_description(oid, 'pg_trigger') FROM pg_trigger "
+             "WHERE tgname = :name AND tgrelid = to_regclass(:t)"),
+        {"name": _name(table, "update"), "t": _quoter(conn)(table)},
+    ).scalar()
+    copies = [_pg_copy_function(conn, table, what) for what in ("update", "delete")]
+    return bool(said == _pg_marker(copies))
 
 
 def install_archive(conn: Connection, table: str) -> None:
@@ -292,7 +360,8 @@ def _pg_remove(conn: Connection, table: str) -> None:
     q = _quoter(conn)
     inspector = inspect(conn)
     if inspector.has_table(table):
-        for what in ("insert", "key", "update", "update_copy", "delete", "delete_copy"):
+        for what in ("insert", "key", "period", "update", "update_copy", "delete",
+                     "delete_copy"):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(_name(table, what))} ON {q(table)}")
     for what in ("update_copy", "delete_copy"):
         conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {q(_name(table, what))}()")
@@ -466,11 +535,11 @@ def installed(conn: Connection, table: str) -> bool:
 
 
 def up_to_date(conn: Connection, table: str) -> bool:
-    """Installed, and (SQLite, where they name the columns) for the table's columns now."""
+    """Installed, for the table's columns now, and (PostgreSQL) of this generation."""
     if not installed(conn, table):
         return False
     if conn.dialect.name == "postgresql":
-        return True
+        return _pg_up_to_date(conn, table)
     sql = conn.execute(
         text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
         {"name": _name(table, "delete_copy")},

@@ -537,3 +537,107 @@ def test_sqlite_an_export_waits_for_an_open_raw_writer(sqlite_url: URL, tmp_path
     assert again.content_digest == first.content_digest
     raw.close()
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_db_upgrade_replaces_triggers_of_an_older_generation(
+        pg_engine: Engine) -> None:
+    Base.metadata.create_all(pg_engine)
+    with pg_engine.begin() as conn:
+        assert triggers.up_to_date(conn, "customers")
+        # As an older library left them: no generation marker, the generic copy.
+        conn.exec_driver_sql("COMMENT ON TRIGGER customers_versioned_update ON customers "
+                             "IS NULL")
+        conn.exec_driver_sql("""
+CREATE OR REPLACE FUNCTION customers_versioned_update_copy() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('temporal.copy', '', true);
+    RETURN NULL;
+END $$""")
+        assert not triggers.up_to_date(conn, "customers")
+        assert triggers.up_to_date(conn, "lines")
+    catalog.upgrade(pg_engine)
+    with pg_engine.begin() as conn:
+        assert triggers.up_to_date(conn, "customers")
+    raw = Raw(pg_engine.url)
+    raw.run("INSERT INTO customers (id, name, tier, status, revision_note) "
+            "VALUES (1, 'a', 'basic', 'active', 'x')")
+    raw.commit()
+    raw.run("UPDATE customers SET name = 'a2' WHERE id = 1")
+    raw.commit()
+    raw.close()
+    assert [r["name"] for r in versions(pg_engine, 1)] == ["a", "a2"]  # the copy is back
+
+
+@pytest.mark.postgres
+def test_postgresql_columns_changed_by_plain_alter_table_are_never_lost_silently(
+        pg_engine: Engine) -> None:
+    Base.metadata.create_all(pg_engine)
+    raw = Raw(pg_engine.url)
+
+    def seen(column: str) -> list[tuple[str, Any]]:
+        rows = raw.run(f"SELECT name, {column} FROM customers WHERE id = 1 "
+                       "ORDER BY created_at").fetchall()
+        raw.commit()
+        return [tuple(r) for r in rows]
+
+    raw.run("INSERT INTO customers (id, name, tier, status, revision_note) "
+            "VALUES (1, 'a', 'basic', 'active', 'x')")
+    raw.commit()
+    raw.run("ALTER TABLE customers ADD COLUMN note text")
+    raw.run("UPDATE customers SET note = 'kept' WHERE id = 1")
+    raw.commit()
+    raw.run("UPDATE customers SET name = 'a2' WHERE id = 1")  # the copy carries the new column
+    raw.commit()
+    with pg_engine.begin() as conn:
+        assert not triggers.up_to_date(conn, "customers")
+    assert seen("note") == [("a", None), ("a", "kept"), ("a2", "kept")]
+    catalog.upgrade(pg_engine)
+    with pg_engine.begin() as conn:
+        assert triggers.up_to_date(conn, "customers")
+    raw.run("UPDATE customers SET name = 'a3' WHERE id = 1")
+    raw.commit()
+    assert seen("note")[-2:] == [("a2", "kept"), ("a3", "kept")]
+    # A dropped column, or one added after another was dropped, stops raw updates loudly.
+    for changes in (["DROP COLUMN note"],
+                    ["ADD COLUMN gone int", "DROP COLUMN gone", "ADD COLUMN later text"]):
+        for change in changes:
+            raw.run(f"ALTER TABLE customers {change}")
+            raw.commit()
+        with pytest.raises(psycopg.errors.DatabaseError):
+            raw.run("UPDATE customers SET name = 'a4' WHERE id = 1")
+        raw.rollback()
+        catalog.upgrade(pg_engine)
+    raw.run("UPDATE customers SET later = 'l' WHERE id = 1")
+    raw.commit()
+    raw.run("UPDATE customers SET name = 'a4' WHERE id = 1")
+    raw.commit()
+    assert seen("later")[-3:] == [("a3", None), ("a3", "l"), ("a4", "l")]
+    raw.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_identity_keys_and_generated_columns_are_versioned(
+        pg_engine: Engine) -> None:
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    md = sa.MetaData()
+    sa.Table("parts", md, sa.Column("id", sa.Integer, sa.Identity(always=True), primary_key=True),
+             sa.Column("qty", sa.Integer, nullable=False),
+             sa.Column("doubled", sa.Integer, sa.Computed("qty * 2", persisted=True)))
+    md.create_all(pg_engine)
+    with pg_engine.begin() as conn:
+        Operations(MigrationContext.configure(conn)).make_temporal("parts")
+    raw = Raw(pg_engine.url)
+    raw.run("INSERT INTO parts (qty) VALUES (1)")
+    raw.commit()
+    raw.run("UPDATE parts SET qty = 5")
+    raw.commit()
+    raw.run("DELETE FROM parts")
+    raw.commit()
+    rows = raw.run("SELECT id, qty, doubled, expired_at IS NULL FROM parts "
+                   "ORDER BY created_at").fetchall()
+    raw.close()
+    assert [tuple(r) for r in rows] == [(1, 1, 2, False), (1, 5, 10, False)]
