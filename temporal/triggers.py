@@ -77,7 +77,7 @@ MESSAGE = "temporal: "
 #: The generation of the PostgreSQL triggers, kept in a comment on each table's update
 #: trigger beside a digest of its generated copy functions: ``temporal db upgrade``
 #: replaces triggers of another generation, or made for other columns.
-PG_GENERATION = "temporal triggers 2"
+PG_GENERATION = "temporal triggers 3"
 _LOCK_CLASS = 1952804208  # the advisory-lock class of transaction stamps (see _backend)
 
 # -- PostgreSQL ---------------------------------------------------------------------
@@ -176,6 +176,13 @@ CREATE OR REPLACE FUNCTION temporal_versioned_key() RETURNS trigger LANGUAGE plp
 BEGIN
     PERFORM temporal_refuse(TG_TABLE_NAME || ': the key names the entity and cannot change; '
         'delete the row and insert a new one');
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION temporal_versioned_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM temporal_refuse(TG_TABLE_NAME || ': TRUNCATE would erase history; DELETE the '
+        'current rows instead (they are expired, and history stays)');
     RETURN NULL;
 END $$;
 
@@ -306,12 +313,22 @@ def _pg_install(conn: Connection, table: str, key: Sequence[str]) -> None:
         "WHEN (current_setting('temporal.copy', true) = 'delete') "
         f"EXECUTE FUNCTION {q(_name(table, 'delete_copy'))}()",
     ]
+    statements.append(_pg_truncate_trigger(conn, table))
     for statement in statements:
         _pg(conn, statement)
     marker = _pg_marker(copies).replace("'", "''")
     _pg(conn, f"COMMENT ON TRIGGER {q(_name(table, 'update'))} ON {t} IS '{marker}'")
     if inspect(conn).has_table(table + "_archive"):
         install_archive(conn, table)
+
+
+def _pg_truncate_trigger(conn: Connection, table: str) -> str:
+    """TRUNCATE removes rows without a row trigger: refused (archival and migrations,
+    which run as maintenance, never truncate history)."""
+    q = _quoter(conn)
+    return (f"CREATE TRIGGER {q(_name(table, 'truncate'))} BEFORE TRUNCATE ON {q(table)} "
+            f"FOR EACH STATEMENT WHEN ({_PG_WORKING}) "
+            "EXECUTE FUNCTION temporal_versioned_truncate()")
 
 
 def _pg_marker(copies: Sequence[str]) -> str:
@@ -344,6 +361,8 @@ def install_archive(conn: Connection, table: str) -> None:
             _pg(conn,
                 f"CREATE TRIGGER {q(name)} BEFORE {what.upper()} ON {a} FOR EACH ROW "
                 f"WHEN ({_PG_WORKING}) EXECUTE FUNCTION temporal_versioned_archive()")
+        _pg(conn, f"DROP TRIGGER IF EXISTS {q(_name(archive, 'truncate'))} ON {a}")
+        _pg(conn, _pg_truncate_trigger(conn, archive))
         return
     ensure_sqlite_clock(conn)
     shown = archive.replace("'", "''")
@@ -361,13 +380,13 @@ def _pg_remove(conn: Connection, table: str) -> None:
     inspector = inspect(conn)
     if inspector.has_table(table):
         for what in ("insert", "key", "period", "update", "update_copy", "delete",
-                     "delete_copy"):
+                     "delete_copy", "truncate"):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(_name(table, what))} ON {q(table)}")
     for what in ("update_copy", "delete_copy"):
         conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {q(_name(table, what))}()")
     archive = table + "_archive"
     if inspector.has_table(archive):
-        for what in ("insert", "update", "delete"):
+        for what in ("insert", "update", "delete", "truncate"):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(_name(archive, what))} "
                                  f"ON {q(archive)}")
 

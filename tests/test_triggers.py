@@ -641,3 +641,32 @@ def test_postgresql_identity_keys_and_generated_columns_are_versioned(
                    "ORDER BY created_at").fetchall()
     raw.close()
     assert [tuple(r) for r in rows] == [(1, 1, 2, False), (1, 5, 10, False)]
+
+
+@pytest.mark.postgres
+def test_postgresql_truncate_of_history_is_refused(pg_engine: Engine) -> None:
+    """TRUNCATE fires no row trigger: it would erase history, so it is refused, for the
+    table and its archive; a plain table beside them truncates as ever."""
+    Base.metadata.create_all(pg_engine)
+    with Session(pg_engine) as s, s.begin():
+        s.add(Customer(id=1, name="a"))
+    with Session(pg_engine) as s, s.begin():
+        s.get(Customer, 1).name = "b"
+    archive(pg_engine, ttl=timedelta(microseconds=1), tables=["customers"])
+    raw = Raw(pg_engine.url)
+    raw.run("CREATE TABLE scratch (x int)")
+    raw.run("INSERT INTO scratch VALUES (1)")
+    raw.commit()
+    for statement in ("TRUNCATE customers", "TRUNCATE customers_archive",
+                      "TRUNCATE ONLY customers", "TRUNCATE customers, scratch CASCADE"):
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation,
+                           match="TRUNCATE would erase history"):
+            raw.run(statement)
+        raw.rollback()
+    raw.run("TRUNCATE scratch")
+    raw.commit()
+    raw.close()
+    with pg_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar() == 2
+        assert conn.exec_driver_sql("SELECT count(*) FROM ONLY customers_archive").scalar() == 1
+        assert conn.exec_driver_sql("SELECT count(*) FROM scratch").scalar() == 0
