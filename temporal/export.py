@@ -220,20 +220,19 @@ def _sqlite_lines(conn: Connection, name: str, data: list[Column[Any]],
     planned = sqlitelines.plan([c.name for c in data], types, quote)
     if planned is None:
         return None
-    pieces, in_python = planned
     columns = ", ".join(quote(c.name) for c in data)
     valid = _backend.valid_at_text("sqlite", at)
     sources = [quote(name)] + ([quote(archive_name(name))]
                                if reads_archive_apart(conn, name) else [])
     versions = " UNION ALL ".join(f"SELECT {columns} FROM {s} WHERE {valid}" for s in sources)
-    sql = (f"SELECT {', '.join(pieces)} FROM ({versions}) AS v "
+    sql = (f"SELECT {', '.join(planned.select)} FROM ({versions}) AS v "
            f"ORDER BY {', '.join(f'v.{quote(c.name)}' for c in order)}")
 
     def fast() -> Iterator[list[bytes]]:
         # The driver's own cursor: no result processing is wanted here.
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.execute(sql)
-        return sqlitelines.lines(iter(lambda: cursor.fetchmany(FETCH_ROWS), []), in_python)
+        return sqlitelines.lines(iter(lambda: cursor.fetchmany(FETCH_ROWS), []), planned)
 
     return fast
 

@@ -18,6 +18,8 @@ tests check that both paths and PostgreSQL give the same bytes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from temporal.encoding import (
@@ -68,53 +70,103 @@ def _quoted(text: str) -> str:
     return f"ifnull('\"' || replace({text}, '\"', '\"\"') || '\"', '')"
 
 
-_IN_PYTHON = (FLOAT, JSON)  # raw stored values that Python encodes
+def _float_sql(x: str) -> tuple[str, str, str]:
+    """A double column: the raw value Python spells (``repr``, which SQLite cannot
+    print), and the pieces before and after it. A value that is not a finite number
+    (NULL, an infinity, text or bytes in a column of no affinity) comes back as NULL
+    and the piece before it holds its whole field; an integer is read as a double."""
+    plain = f"(typeof({x}) = 'integer' OR (typeof({x}) = 'real' AND {x} NOT IN (9e999, -9e999)))"
+    raw = (f"CASE typeof({x}) WHEN 'real' THEN nullif(nullif({x}, 9e999), -9e999) "
+           f"WHEN 'integer' THEN CAST({x} AS REAL) END")
+    special = (f"CASE typeof({x}) WHEN 'null' THEN '' WHEN 'real' THEN CASE WHEN {x} > 0 "
+               f"THEN '\"Infinity\"' ELSE '\"-Infinity\"' END WHEN 'blob' THEN "
+               f"'\"' || lower(hex({x})) || '\"' ELSE {_quoted(x)} END")
+    return (f"CASE WHEN {plain} THEN '\"' ELSE {special} END", raw,
+            f"CASE WHEN {plain} THEN '\"' ELSE '' END")
 
 
-def plan(names: list[str], types: list[ColumnType], quote: Callable[[str], str]
-         ) -> tuple[list[str], list[tuple[int, Callable[[Any], str | None]]]] | None:
-    """The select list (pieces of the line and raw values) and, for each raw value,
-    its position and encoder; None if a column needs the general path."""
-    select: list[str] = []
-    in_python: list[tuple[int, Callable[[Any], str | None]]] = []
-    run: list[str] = []
+@dataclass
+class Plan:
+    """What the query selects and what Python adds between the pieces of each line."""
 
-    def close_run(trailing_comma: bool) -> None:
-        if run:
-            select.append(" || ',' || ".join(run) + (" || ','" if trailing_comma else ""))
-            run.clear()
+    select: list[str]  # pieces of the line and raw values, in line order
+    floats: list[int] = field(default_factory=list)  # positions of raw doubles
+    documents: list[tuple[int, Callable[[Any], str | None]]] = field(default_factory=list)
+
+
+def plan(names: list[str], types: list[ColumnType], quote: Callable[[str], str]) -> Plan | None:
+    """The select list of the line's pieces and raw values; None if a column needs the
+    general path."""
+    out = Plan([])
+    run: list[str] = []  # SQL pieces of the line not yet closed into one select item
+
+    def close_run() -> None:
+        # As a BLOB: the driver hands back the UTF-8 bytes, decoded and encoded never.
+        out.select.append(f"CAST({' || '.join(run) if run else chr(39) * 2} AS BLOB)")
+        run.clear()
 
     for i, (name, column) in enumerate(zip(names, types, strict=True)):
         x = f"v.{quote(name)}"
-        if column.encoding in _IN_PYTHON:
-            close_run(trailing_comma=True)
-            in_python.append((len(select), encoder(column)))
-            select.append(x)
-            if i + 1 < len(names):
-                run.append("''")  # the comma after this column starts the next piece
+        if i:
+            run.append("','")
+        if column.encoding == FLOAT:
+            before, raw, after = _float_sql(x)
+            run.append(before)
+            close_run()
+            out.floats.append(len(out.select))
+            out.select.append(raw)
+            run.append(after)
+            continue
+        if column.encoding == JSON:  # re-serialized in Python
+            close_run()
+            out.documents.append((len(out.select), encoder(column)))
+            out.select.append(x)
             continue
         sql = _field_sql(x, column)
         if sql is None:
             return None
         run.append(sql)
-    close_run(trailing_comma=False)
-    return select, in_python
+    run.append("'\n'")  # the line's end: each line comes back whole
+    close_run()
+    return out
 
 
-def lines(batches: Iterator[list[Any]], in_python: list[tuple[int, Callable[[Any], str | None]]]
-          ) -> Iterator[list[bytes]]:
-    """Batches of rows (pieces and raw values) as batches of canonical CSV lines."""
+def lines(batches: Iterator[list[Any]], planned: Plan) -> Iterator[list[bytes]]:
+    """Batches of rows (pieces and raw values) as batches of canonical CSV lines.
+
+    Without JSON documents, each batch is put together a column at a time, by
+    loops that run in C (``map`` over built-ins): no Python code runs per row.
+    """
+    if planned.documents:
+        yield from _documents(batches, planned)
+        return
+    floats = planned.floats
+    if not floats:  # one piece per row: the whole line
+        for rows in batches:
+            yield list(map(itemgetter(0), rows))
+        return
+    for rows in batches:
+        columns: list[Any] = list(zip(*rows, strict=True))
+        for i in floats:
+            try:  # float.__repr__ refuses None
+                columns[i] = list(map(str.encode, map(float.__repr__, columns[i])))
+            except TypeError:  # a NULL among them: its field is in the piece before
+                columns[i] = [b"" if v is None else b"%r" % v for v in columns[i]]
+        yield list(map(b"".join, zip(*columns, strict=True)))
+
+
+def _documents(batches: Iterator[list[Any]], planned: Plan) -> Iterator[list[bytes]]:
+    """Lines with JSON documents: each row's values encoded one by one."""
+    floats = planned.floats
     for rows in batches:
         out: list[bytes] = []
         append = out.append
-        if not in_python:
-            for row in rows:
-                append(("".join(row) + "\n").encode())
-        else:
-            for row in rows:
-                parts = list(row)
-                for i, encode in in_python:
-                    text = encode(parts[i])
-                    parts[i] = "" if text is None else '"' + text.replace('"', '""') + '"'
-                append(("".join(parts) + "\n").encode())
+        for row in rows:
+            parts = list(row)
+            for i in floats:
+                parts[i] = b"" if parts[i] is None else b"%r" % parts[i]
+            for i, encode in planned.documents:
+                text = encode(parts[i])
+                parts[i] = b"" if text is None else ('"' + text.replace('"', '""') + '"').encode()
+            append(b"".join(parts))
         yield out
