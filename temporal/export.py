@@ -51,9 +51,8 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import sqlite
 
-from temporal import _backend, authorizer, outdir, pgcopy, sandbox, signing, sqlitelines
+from temporal import _backend, authorizer, outdir, pgcopy, portable, sandbox, signing, sqlitelines
 from temporal._version import VERSION
 from temporal.archival import all_versions, reads_archive_apart
 from temporal.catalog import archive_name, temporal_shape
@@ -74,7 +73,7 @@ from temporal.encoding import (
 )
 from temporal.errors import ExportError, InvalidTimeError, UnsupportedError
 from temporal.manifest import MANIFEST_NAME, FileEntry, Manifest
-from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, key_columns
+from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 from temporal.query import valid_at
 from temporal.types import UTCDateTime
 from temporal.writers import SETTINGS, Batch, Part, WriterError, part_maker
@@ -85,7 +84,6 @@ FETCH_ROWS = 10_000
 
 _STREAM = {"stream_results": True, "yield_per": FETCH_ROWS}
 _IN_FLIGHT = 2  # batches read but not yet written
-_SQLITE_DIALECT = sqlite.dialect()
 
 PG_SETTINGS = {
     "TimeZone": "UTC",
@@ -142,35 +140,16 @@ def _temporal_table(conn: Connection, name: str, schema: str | None = None) -> T
         table.c[period].type = UTCDateTime()
     if conn.dialect.name == "sqlite":
         # SQLite keeps no types worth the name (a UTC timestamp is DATETIME text, a
-        # UUID CHAR(32)): the model's declared types decide, as on PostgreSQL.
-        declared = _declared_columns(table)
+        # UUID CHAR(32)): the model's declared types decide, as on PostgreSQL, and
+        # without the model the types the catalog recorded when the table was made.
+        declared = portable.declared_columns(table)
+        recorded = portable.recorded_types(conn, table)
         for column in table.c:
             if column.name in declared:
                 column.type = declared[column.name].type
+            elif column.name in recorded:
+                column.type = recorded[column.name]
     return table
-
-
-def _declared_columns(table: Table) -> dict[str, Column[Any]]:
-    """The columns of the temporal model (imported in this process) that defines
-    ``table``, if exactly one definition of that name and those columns is known."""
-    names = {c.name for c in table.c}
-    found: dict[str, list[Column[Any]]] = {}
-    pending: list[type] = [Temporal]
-    while pending:
-        cls = pending.pop()
-        pending += cls.__subclasses__()
-        model_table = getattr(cls, "__table__", None)
-        if isinstance(model_table, Table) and model_table.name == table.name \
-                and model_table.schema is None and {c.name for c in model_table.c} == names:
-            for column in model_table.c:
-                found.setdefault(column.name, []).append(column)
-    dialect = _SQLITE_DIALECT
-    declared = {}
-    for name, columns in found.items():
-        kinds = {column_type(c.type, dialect) for c in columns}
-        if len(kinds) == 1:  # models that disagree: the database's own types
-            declared[name] = columns[0]
-    return declared
 
 
 def _table_source(conn: Connection, name: str, at: datetime) -> _Source:

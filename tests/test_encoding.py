@@ -354,3 +354,75 @@ def test_canonical_floats_are_python_repr_and_decimals_plain_digits() -> None:
     assert canonical(timedelta(days=-1, seconds=82800, microseconds=500000)) == \
         "P-1DT23H0.5S"
     assert json.loads(canonical({"b": 1, "a": [None]}) or "") == {"a": [None], "b": 1}
+
+
+def cli_export(url: str, out: Path, at: datetime, table: str) -> dict[str, Any]:
+    """Export through the command line, in a process that never imports the models."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "temporal", "export", "--url", url, "--table", table,
+         "--as-of", at.isoformat(), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+def test_sqlite_without_the_models_exports_the_types_the_catalog_recorded(
+        sqlite_url: Any, pg_url: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from temporal import catalog
+
+    digests = {}
+    for backend, url in (("sqlite", sqlite_url), ("postgresql", pg_url)):
+        engine = create_engine(url)
+        at = fill(engine, Every, portable_rows())
+        digests[backend, "models"] = export(engine, tmp_path / f"{backend}-models", as_of=at,
+                                            tables=["every"]).content_digest["table:every"]
+        plain = cli_export(url.render_as_string(hide_password=False), tmp_path / backend, at,
+                           "every")
+        digests[backend, "cli"] = plain["content_digest"]["table:every"]
+        if backend == "sqlite":
+            assert [c["encoding"] for c in plain["schema"]["every"]] == [
+                "integer", "integer", "float", "decimal", "text", "boolean", "timestamp_utc",
+                "timestamp", "date", "time", "bytes", "uuid", "json"]
+            with engine.begin() as conn:
+                recorded = catalog.registration(conn, "every").column_types
+                assert recorded is not None
+                assert recorded["amount"] == {"type": "Numeric", "precision": 38,
+                                              "scale": 10, "asdecimal": True}
+                assert recorded["seen"] == {"type": "DateTime", "timezone": True}
+                # A record that no longer matches the declared column is not used.
+                catalog.record_types(conn, "every", {**recorded, "label": {"type": "Uuid"}})
+            stale = cli_export(sqlite_url.render_as_string(), tmp_path / "stale", at, "every")
+            assert stale["schema"]["every"][4]["encoding"] == "text"
+            assert stale["content_digest"] == plain["content_digest"]
+        engine.dispose()
+    assert len(set(digests.values())) == 1, digests
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+def test_db_upgrade_records_the_types_of_tables_registered_without_them(
+        sqlite_url: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, update
+
+    from temporal import catalog
+
+    engine = create_engine(sqlite_url)
+    at = fill(engine, Every, portable_rows())
+    with engine.begin() as conn:  # as an older library registered it
+        conn.execute(update(catalog.tables).values(column_types=None))
+    url = sqlite_url.render_as_string()
+    before = cli_export(url, tmp_path / "before", at, "every")
+    assert before["schema"]["every"][11]["encoding"] == "text"  # the UUID's CHAR(32)
+    catalog.upgrade(engine)  # in this process, which imported the model
+    with engine.connect() as conn:
+        assert catalog.registration(conn, "every").column_types is not None
+    after = cli_export(url, tmp_path / "after", at, "every")
+    assert after["schema"]["every"][11]["encoding"] == "uuid"
+    with_models = export(engine, tmp_path / "models", as_of=at, tables=["every"])
+    assert after["content_digest"] == with_models.content_digest
+    engine.dispose()
