@@ -260,6 +260,17 @@ def register(conn: Connection, table: str, key: list[str], ttl: timedelta | None
     ))
 
 
+def recorded_types(conn: Connection, table: str) -> dict[str, Any] | None:
+    """A table's recorded portable column types; None without a catalog that records
+    them (none, or one older than revision 0006: exports work as before then)."""
+    revision = current_revision(conn)
+    if revision is None or revision < "0006" or not revision.isdigit():
+        return None
+    recorded = conn.execute(select(tables.c.column_types)
+                            .where(tables.c.table_name == table)).scalar()
+    return _types(recorded)
+
+
 def record_types(conn: Connection, table: str, column_types: dict[str, Any]) -> None:
     """Record a registered table's portable column types."""
     conn.execute(update(tables).where(tables.c.table_name == table)

@@ -52,7 +52,17 @@ from sqlalchemy import (
     text,
 )
 
-from temporal import _backend, authorizer, outdir, pgcopy, portable, sandbox, signing, sqlitelines
+from temporal import (
+    _backend,
+    authorizer,
+    outdir,
+    pgcopy,
+    portable,
+    querytypes,
+    sandbox,
+    signing,
+    sqlitelines,
+)
 from temporal._version import VERSION
 from temporal.archival import all_versions, reads_archive_apart
 from temporal.catalog import archive_name, temporal_shape
@@ -139,17 +149,21 @@ def _temporal_table(conn: Connection, name: str, schema: str | None = None) -> T
     for period in (CREATED_AT, EXPIRED_AT):
         table.c[period].type = UTCDateTime()
     if conn.dialect.name == "sqlite":
-        # SQLite keeps no types worth the name (a UTC timestamp is DATETIME text, a
-        # UUID CHAR(32)): the model's declared types decide, as on PostgreSQL, and
-        # without the model the types the catalog recorded when the table was made.
-        declared = portable.declared_columns(table)
-        recorded = portable.recorded_types(conn, table)
-        for column in table.c:
-            if column.name in declared:
-                column.type = declared[column.name].type
-            elif column.name in recorded:
-                column.type = recorded[column.name]
+        _use_declared_types(conn, table)
     return table
+
+
+def _use_declared_types(conn: Connection, table: Table) -> None:
+    """SQLite keeps no types worth the name (a UTC timestamp is DATETIME text, a UUID
+    CHAR(32)): the model's declared types decide, as on PostgreSQL, and without the
+    model the types the catalog recorded when the table was made."""
+    declared = portable.declared_columns(table)
+    recorded = portable.recorded_types(conn, table)
+    for column in table.c:
+        if column.name in declared:
+            column.type = declared[column.name].type
+        elif column.name in recorded:
+            column.type = recorded[column.name]
 
 
 def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
@@ -243,7 +257,7 @@ def table_history(source: str | Engine, name: str, key: Sequence[str]
     return [c.name for c in table.c], rows
 
 
-def _query_source(snapshot: _Snapshot, name: str) -> _Source:
+def _query_source(snapshot: _Snapshot, name: str, query: str) -> _Source:
     """The sandboxed query's rows, sorted by every output column."""
     checked = snapshot.query
     assert checked is not None
@@ -251,8 +265,17 @@ def _query_source(snapshot: _Snapshot, name: str) -> _Source:
     columns = checked.columns
     sql = checked.sql
     fast: Callable[[], Iterator[list[bytes]]] | None = None
-    if checked.raw_cursor:  # SQLite reports no types for a query's columns
-        types = [ColumnType("", OTHER) for _ in columns]
+    # SQLite reports no types for a query's columns: those that are table columns
+    # take their table's types, and their raw values are read as the table's are.
+    processors: list[Callable[[Any], Any] | None] = []
+    if checked.raw_cursor:
+        kinds = querytypes.result_types(sandbox.statement_text(query), columns,
+                                        snapshot.shadows)
+        types = [ColumnType("", OTHER) if k is None else column_type(k, conn.dialect)
+                 for k in kinds]
+        processors = [None if k is None or t.encoding in read_as_text("sqlite")
+                      else k.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+                      for k, t in zip(kinds, types, strict=True)]
     else:  # PostgreSQL: a statement the library writes over the checked view
         view = f"pg_temp.{sandbox.VIEW}"
         types = _pg_view_types(conn, view)
@@ -277,6 +300,10 @@ def _query_source(snapshot: _Snapshot, name: str) -> _Source:
                 cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
                     checked.sql)
                 while batch := cursor.fetchmany(FETCH_ROWS):
+                    if any(processors):
+                        batch = [[v if p is None or v is None else p(v)
+                                  for p, v in zip(processors, row, strict=True)]
+                                 for row in batch]
                     yield from batch
             else:  # PostgreSQL: a statement the library wrote, over the checked view
                 yield from conn.exec_driver_sql(sql, execution_options=_STREAM)
@@ -313,6 +340,7 @@ class _Snapshot:
     query: sandbox.Sandboxed | None = None
     guard: Any = None  # SQLite: the authorizer, whose refusal explains a failed read
     temporary: bool = False  # PostgreSQL: temporary objects made for the read (a spine)
+    shadows: dict[str, Table] = field(default_factory=dict)  # SQLite: a query's tables
 
     def close(self) -> None:
         try:
@@ -398,6 +426,9 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
     if query is not None:
         try:
             shadows = sandbox.shadow_tables(conn, at)
+            for shadowed in shadows.values():  # read before the guard forbids the catalog
+                _use_declared_types(conn, shadowed)
+            snapshot.shadows = shadows
             conn.exec_driver_sql("PRAGMA query_only = 1")
             snapshot.query = sandbox.Sandboxed("", [])  # so close() resets query_only
             snapshot.query, snapshot.guard = authorizer.prepare(conn, query, shadows,
@@ -670,7 +701,7 @@ def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Seq
                name: str, wait: float) -> Manifest:
     def sources(snapshot: _Snapshot) -> list[_Source]:
         if plan.query is not None:
-            return [_query_source(snapshot, name)]
+            return [_query_source(snapshot, name, plan.query)]
         return [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
 
     return export_sources(source, out, plan, wait=wait, sources=sources,

@@ -132,12 +132,9 @@ def declared_columns(table: Table) -> dict[str, Column[Any]]:
 def recorded_types(conn: Connection, table: Table) -> dict[str, sqltypes.TypeEngine[Any]]:
     """The types the catalog recorded for ``table``'s columns, where each column is
     still declared as its record says (empty without a catalog or a record)."""
-    from temporal.catalog import CatalogError, registration
+    from temporal.catalog import recorded_types as records_of
 
-    try:
-        records = registration(conn, table.name).column_types or {}
-    except CatalogError:
-        return {}
+    records = records_of(conn, table.name) or {}
     found = {}
     for column in table.c:
         kind = rebuild(records.get(column.name))

@@ -17,6 +17,7 @@ tests check that both paths and PostgreSQL give the same bytes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -35,6 +36,7 @@ from temporal.encoding import (
     TIMESTAMP_UTC,
     UUID,
     ColumnType,
+    Encoder,
     encoder,
 )
 
@@ -70,28 +72,13 @@ def _quoted(text: str) -> str:
     return f"ifnull('\"' || replace({text}, '\"', '\"\"') || '\"', '')"
 
 
-def _float_sql(x: str) -> tuple[str, str, str]:
-    """A double column: the raw value Python spells (``repr``, which SQLite cannot
-    print), and the pieces before and after it. A value that is not a finite number
-    (NULL, an infinity, text or bytes in a column of no affinity) comes back as NULL
-    and the piece before it holds its whole field; an integer is read as a double."""
-    plain = f"(typeof({x}) = 'integer' OR (typeof({x}) = 'real' AND {x} NOT IN (9e999, -9e999)))"
-    raw = (f"CASE typeof({x}) WHEN 'real' THEN nullif(nullif({x}, 9e999), -9e999) "
-           f"WHEN 'integer' THEN CAST({x} AS REAL) END")
-    special = (f"CASE typeof({x}) WHEN 'null' THEN '' WHEN 'real' THEN CASE WHEN {x} > 0 "
-               f"THEN '\"Infinity\"' ELSE '\"-Infinity\"' END WHEN 'blob' THEN "
-               f"'\"' || lower(hex({x})) || '\"' ELSE {_quoted(x)} END")
-    return (f"CASE WHEN {plain} THEN '\"' ELSE {special} END", raw,
-            f"CASE WHEN {plain} THEN '\"' ELSE '' END")
-
-
 @dataclass
 class Plan:
     """What the query selects and what Python adds between the pieces of each line."""
 
     select: list[str]  # pieces of the line and raw values, in line order
-    floats: list[int] = field(default_factory=list)  # positions of raw doubles
-    documents: list[tuple[int, Callable[[Any], str | None]]] = field(default_factory=list)
+    floats: list[tuple[int, Encoder]] = field(default_factory=list)  # raw doubles
+    documents: list[tuple[int, Encoder]] = field(default_factory=list)  # raw JSON
 
 
 def plan(names: list[str], types: list[ColumnType], quote: Callable[[str], str]) -> Plan | None:
@@ -109,13 +96,10 @@ def plan(names: list[str], types: list[ColumnType], quote: Callable[[str], str])
         x = f"v.{quote(name)}"
         if i:
             run.append("','")
-        if column.encoding == FLOAT:
-            before, raw, after = _float_sql(x)
-            run.append(before)
+        if column.encoding == FLOAT:  # spelled in Python: SQLite cannot print repr
             close_run()
-            out.floats.append(len(out.select))
-            out.select.append(raw)
-            run.append(after)
+            out.floats.append((len(out.select), encoder(column)))
+            out.select.append(x)
             continue
         if column.encoding == JSON:  # re-serialized in Python
             close_run()
@@ -145,14 +129,24 @@ def lines(batches: Iterator[list[Any]], planned: Plan) -> Iterator[list[bytes]]:
         for rows in batches:
             yield list(map(itemgetter(0), rows))
         return
+    width = len(planned.select)
     for rows in batches:
-        columns: list[Any] = list(zip(*rows, strict=True))
-        for i in floats:
-            try:  # float.__repr__ refuses None
-                columns[i] = list(map(str.encode, map(float.__repr__, columns[i])))
-            except TypeError:  # a NULL among them: its field is in the piece before
-                columns[i] = [b"" if v is None else b"%r" % v for v in columns[i]]
+        columns: list[Any] = [map(itemgetter(i), rows) for i in range(width)]
+        for i, encode in floats:
+            columns[i] = _doubles(list(columns[i]), encode)
         yield list(map(b"".join, zip(*columns, strict=True)))
+
+
+def _doubles(values: list[Any], encode: Encoder) -> list[bytes]:
+    """A batch of one double column's values as quoted CSV fields."""
+    if set(map(type, values)) == {float} and math.inf not in values \
+            and -math.inf not in values:  # (SQLite stores no NaN)
+        return list(map(b'"%r"'.__mod__, values))  # repr, in C
+    return [_field(encode(v)) for v in values]  # NULL, infinities, another type
+
+
+def _field(text: str | None) -> bytes:
+    return b"" if text is None else ('"' + text.replace('"', '""') + '"').encode()
 
 
 def _documents(batches: Iterator[list[Any]], planned: Plan) -> Iterator[list[bytes]]:
@@ -163,10 +157,7 @@ def _documents(batches: Iterator[list[Any]], planned: Plan) -> Iterator[list[byt
         append = out.append
         for row in rows:
             parts = list(row)
-            for i in floats:
-                parts[i] = b"" if parts[i] is None else b"%r" % parts[i]
-            for i, encode in planned.documents:
-                text = encode(parts[i])
-                parts[i] = b"" if text is None else ('"' + text.replace('"', '""') + '"').encode()
+            for i, encode in (*floats, *planned.documents):
+                parts[i] = _field(encode(parts[i]))
             append(b"".join(parts))
         yield out

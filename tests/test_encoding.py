@@ -416,6 +416,9 @@ def test_db_upgrade_records_the_types_of_tables_registered_without_them(
     with engine.begin() as conn:  # as an older library registered it
         conn.execute(update(catalog.tables).values(column_types=None))
     url = sqlite_url.render_as_string()
+    catalog.downgrade(engine, "0005")  # a catalog from before the records: exports as before
+    assert cli_export(url, tmp_path / "older", at, "every")["schema"]["every"][11][
+        "encoding"] == "text"
     before = cli_export(url, tmp_path / "before", at, "every")
     assert before["schema"]["every"][11]["encoding"] == "text"  # the UUID's CHAR(32)
     catalog.upgrade(engine)  # in this process, which imported the model
@@ -425,4 +428,32 @@ def test_db_upgrade_records_the_types_of_tables_registered_without_them(
     assert after["schema"]["every"][11]["encoding"] == "uuid"
     with_models = export(engine, tmp_path / "models", as_of=at, tables=["every"])
     assert after["content_digest"] == with_models.content_digest
+    engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+def test_a_sqlite_query_types_the_columns_that_are_table_columns(
+        sqlite_url: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlite_url)
+    at = fill(engine, Every, portable_rows())
+    table = export(engine, tmp_path / "t", as_of=at, tables=["every"], format="jsonl")
+    star = export(engine, tmp_path / "q", as_of=at, query="SELECT * FROM every",
+                  name="every", format="jsonl")
+    assert star.content_digest["table:every"] == table.content_digest["table:every"]
+    assert [c["encoding"] for c in star.schema["every"]] == \
+        [c["encoding"] for c in table.schema["every"]]
+    assert (tmp_path / "q" / "every" / "part-00000.jsonl").read_bytes() == \
+        (tmp_path / "t" / "every" / "part-00000.jsonl").read_bytes()
+    some = export(engine, tmp_path / "s", as_of=at, query=(
+        "SELECT e.id, e.amount AS total, e.seen, upper(e.label) AS shout, x.token "
+        "FROM every e JOIN (SELECT id, token FROM every) x ON x.id = e.id"))
+    assert [c["encoding"] for c in some.schema["query"]] == \
+        ["integer", "decimal", "timestamp_utc", "other", "other"]
+    lines = (tmp_path / "s" / "query" / "part-00000.csv").read_text().splitlines()
+    assert lines[1].startswith('"1","1.5000000000","1850-01-01T00:00:00.000000Z",')
+    assert verify(tmp_path / "s", engine).ok
+    plain = export(engine, tmp_path / "p", as_of=at, query="SELECT token, id FROM every")
+    assert [c["encoding"] for c in plain.schema["query"]] == ["uuid", "integer"]
     engine.dispose()
