@@ -5,9 +5,12 @@ decoding every value into Python only to encode it again costs five times the
 ``sqlite3`` shell. So where SQLite stores a column's canonical text, or
 something a string function turns into it, the query renders it: runs of such
 columns come back as one ready piece of the CSV line (quoted, ``"`` doubled,
-NULL an empty field), and only the columns SQLite cannot spell canonically
-(doubles, whose shortest round-trip digits SQLite does not print; JSON
-documents, re-serialized) are encoded in Python between the pieces.
+NULL an empty field, the line's newline included), as a BLOB so the driver
+hands over its UTF-8 bytes without decoding them. Only the columns SQLite
+cannot spell canonically come back raw: doubles, whose shortest round-trip
+digits SQLite does not print, are spelled a batch at a time by ``repr`` in C
+(``map``; a batch holding a NULL, an infinity or another type goes value by
+value through the encoder), and JSON documents are re-serialized row by row.
 
 The stored forms read here are the ones SQLAlchemy writes for the declared
 types (``2026-01-02 03:04:05.000006`` for a timestamp, 32 hex digits for a

@@ -457,3 +457,44 @@ def test_a_sqlite_query_types_the_columns_that_are_table_columns(
     plain = export(engine, tmp_path / "p", as_of=at, query="SELECT token, id FROM every")
     assert [c["encoding"] for c in plain.schema["query"]] == ["uuid", "integer"]
     engine.dispose()
+
+
+class DoubleBase(DeclarativeBase):
+    pass
+
+
+class Doubles(Temporal, DoubleBase):
+    """Doubles among columns SQLite renders itself (no JSON: the batch-wise path)."""
+
+    __tablename__ = "doubles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    x: Mapped[float | None] = mapped_column(Double)
+    label: Mapped[str | None] = mapped_column(Text)
+    y: Mapped[float | None] = mapped_column(Double)
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+@pytest.mark.parametrize("values", [
+    [0.1 + 0.2, 1e16, 1e23, 5e-324, 1.7976931348623157e308, -2.5, 123456.789, 1e-05],
+    FLOATS,  # infinities and NULL: value by value
+], ids=["finite", "special"])
+def test_sqlite_doubles_are_spelled_like_the_general_path_and_postgresql(
+        sqlite_url: Any, pg_url: Any, tmp_path: Path, values: list[float | None]) -> None:
+    from sqlalchemy import create_engine
+
+    rows = [{"id": i, "x": v, "label": TEXTS[i], "y": values[-1 - i]}
+            for i, v in enumerate(values)]
+    found = {}
+    for backend, url in (("sqlite", sqlite_url), ("postgresql", pg_url)):
+        engine = create_engine(url)
+        at = fill(engine, Doubles, rows)
+        for copy in (True, False):
+            plan = ExportPlan(at=at, query=None, fmt="csv", rows_per_file=3, copy=copy)
+            run_export(engine, tmp_path / f"{backend}-{copy}", plan, tables=["doubles"],
+                       name="q", wait=5)
+            found[backend, copy] = [p.read_bytes() for p in
+                                    sorted((tmp_path / f"{backend}-{copy}").rglob("part-*"))]
+        engine.dispose()
+    assert len(found["sqlite", True]) == 3
+    assert all(files == found["postgresql", True] for files in found.values()), found
+    assert b'"0.30000000000000004"' in b"".join(found["sqlite", True])
