@@ -263,8 +263,7 @@ def register(conn: Connection, table: str, key: list[str], ttl: timedelta | None
 def recorded_types(conn: Connection, table: str) -> dict[str, Any] | None:
     """A table's recorded portable column types; None without a catalog that records
     them (none, or one older than revision 0006: exports work as before then)."""
-    revision = current_revision(conn)
-    if revision is None or revision < "0006" or not revision.isdigit():
+    if not _records_types(current_revision(conn)):
         return None
     recorded = conn.execute(select(tables.c.column_types)
                             .where(tables.c.table_name == table)).scalar()
@@ -292,14 +291,22 @@ def unregister(conn: Connection, table: str) -> None:
 
 def registrations(conn: Connection) -> list[Registration]:
     """Every registered temporal table, by name (empty without a catalog)."""
-    if current_revision(conn) is None:
+    revision = current_revision(conn)
+    if revision is None:
         return []
-    rows = conn.execute(select(tables).order_by(tables.c.table_name))
+    recorded = _records_types(revision)  # an older catalog has no column_types (yet)
+    rows = conn.execute(select(*[c for c in tables.c if recorded or c.name != "column_types"])
+                        .order_by(tables.c.table_name))
     return [Registration(table=r.table_name, key=json.loads(r.key_columns),
                          ttl=None if r.ttl_seconds is None else timedelta(seconds=r.ttl_seconds),
                          registered_at=r.registered_at, archived_through=r.archived_through,
-                         column_types=_types(r.column_types))
+                         column_types=_types(r.column_types) if recorded else None)
             for r in rows]
+
+
+def _records_types(revision: str | None) -> bool:
+    """Whether a catalog at ``revision`` has the column_types column (0006 on)."""
+    return revision is not None and revision.isdigit() and revision >= "0006"
 
 
 def _types(recorded: str | None) -> dict[str, Any] | None:
