@@ -2,7 +2,7 @@
 
     python bench/bench_export.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
                                  [--rows 1000000] [--rounds 3] [--memory-rows 5000000]
-                                 [--skip-memory] [--skip-sqlite]
+                                 [--skip-memory] [--skip-sqlite] [--only-sqlite]
 
 The baseline is what no exporter can beat: a raw ``COPY (SELECT ...) TO STDOUT``
 of the same rows, written to a file and hashed with sha256. In interleaved
@@ -17,7 +17,9 @@ each export's time over the baseline's median:
 * peak RSS of exporting ``--memory-rows`` rows in each format, each in a fresh
   process (target: within 200 MiB).
 
-A scratch database is created on the server and dropped afterwards.
+``--only-sqlite`` runs only the SQLite rounds (PostgreSQL still fills the rows).
+A scratch database (named after this process) is created on the server and
+dropped afterwards.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import statistics
@@ -188,6 +191,20 @@ def peak_rss_child(url: str, rows: int, fmt: str) -> int:
     return int(json.loads(done.stdout.strip().splitlines()[-1])) // 1024
 
 
+def postgresql_rounds(url: str, rows: int, n: int, tmp: Path) -> None:
+    base, times = rounds(n, lambda out: raw_copy(url, TABLE_SQL, out), {
+        fmt: (lambda out, fmt=fmt: temporal_export(url, out, fmt))  # type: ignore[misc]
+        for fmt in ("csv", "jsonl", "parquet")}, tmp)
+    print(f"PostgreSQL, {rows:,} rows, median of {n} interleaved rounds; "
+          f"raw COPY + sha256: {rows / base:,.0f} rows/s")
+    for fmt, seconds in times.items():
+        report(fmt, rows, seconds, base)
+    base, times = rounds(n, lambda out: raw_copy(url, JOIN_RAW, out), {
+        "query": lambda out: temporal_export(url, out, "csv", JOIN)}, tmp)
+    print(f"--query with a join / raw COPY of the same SQL ({rows / base:,.0f} rows/s):")
+    report("query", rows, times["query"], base)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -196,24 +213,16 @@ def main() -> None:
     parser.add_argument("--memory-rows", type=int, default=5_000_000)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--only-sqlite", action="store_true")
     args = parser.parse_args()
-    url = _scratch.create(args.url, "temporal_bench_export")
+    scratch = f"temporal_bench_export_{os.getpid()}"
+    url = _scratch.create(args.url, scratch)
     try:
         fill(url, args.rows)
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
-            base, times = rounds(args.rounds, lambda out: raw_copy(url, TABLE_SQL, out), {
-                fmt: (lambda out, fmt=fmt: temporal_export(url, out, fmt))  # type: ignore[misc]
-                for fmt in ("csv", "jsonl", "parquet")}, tmp)
-            print(f"PostgreSQL, {args.rows:,} rows, median of {args.rounds} interleaved rounds; "
-                  f"raw COPY + sha256: {args.rows / base:,.0f} rows/s")
-            for fmt, seconds in times.items():
-                report(fmt, args.rows, seconds, base)
-            base, times = rounds(args.rounds, lambda out: raw_copy(url, JOIN_RAW, out), {
-                "query": lambda out: temporal_export(url, out, "csv", JOIN)}, tmp)
-            print(f"--query with a join / raw COPY of the same SQL "
-                  f"({args.rows / base:,.0f} rows/s):")
-            report("query", args.rows, times["query"], base)
+            if not args.only_sqlite:
+                postgresql_rounds(url, args.rows, args.rounds, tmp)
             if not args.skip_sqlite:
                 db = tmp / "bench.sqlite"
                 sqlite_copy(url, db)
@@ -222,14 +231,14 @@ def main() -> None:
                     "sqlite csv": lambda out: sqlite_export(db, out)}, tmp / "sqlite")
                 print(f"SQLite CSV / the sqlite3 shell ({args.rows / base:,.0f} rows/s):")
                 report("sqlite csv", args.rows, times["sqlite csv"], base)
-        if not args.skip_memory:
+        if not args.skip_memory and not args.only_sqlite:
             fill(url, args.memory_rows)
             for fmt in ("csv", "jsonl", "parquet"):
                 peak = peak_rss_child(url, args.memory_rows, fmt)
                 print(f"peak RSS, {fmt} export of {args.memory_rows:,} rows: {peak} MiB "
                       "(target <= 200)" + ("  ok" if peak <= 200 else "  OVER"))
     finally:
-        _scratch.drop(args.url, "temporal_bench_export")
+        _scratch.drop(args.url, scratch)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 
-from temporal import clock, guard, triggers
+from temporal import clock, guard, portable, triggers
 from temporal._backend import SQLITE_CLOCK_TABLE
 from temporal.database import engine_for
 from temporal.errors import TemporalError
@@ -66,6 +66,8 @@ tables = Table(
     Column("registered_at", UTCDateTime(), nullable=False),
     # Every version that expired before this moment may be in <table>_archive.
     Column("archived_through", UTCDateTime(), nullable=True),
+    # Each column's portable type (temporal.portable), as a JSON object by name.
+    Column("column_types", Text(), nullable=True),
     CheckConstraint("ttl_seconds IS NULL OR ttl_seconds > 0", name="temporal_tables_ttl_positive"),
 )
 
@@ -110,6 +112,8 @@ class Registration:
     ttl: timedelta | None
     registered_at: datetime
     archived_through: datetime | None = None
+    #: Portable types by column name (temporal.portable); None: none recorded.
+    column_types: dict[str, Any] | None = None
 
 
 # -- the Alembic environment --------------------------------------------------------
@@ -170,10 +174,26 @@ def upgrade(source: str | Engine, revision: str = "head") -> str | None:
             inspector = inspect(conn)
             for entry in registrations(conn):  # tables made by an older library, too
                 if inspector.has_table(entry.table):
+                    if entry.column_types is None:
+                        _record_found_types(conn, entry.table)
                     guard.install(conn, entry.table, entry.key)
                     if not triggers.up_to_date(conn, entry.table):
                         triggers.install(conn, entry.table, entry.key)
         return current_revision(conn)
+
+
+def _record_found_types(conn: Connection, name: str) -> None:
+    """Portable types for a table registered without them: from the temporal model
+    that defines it, if this process imported one, else (where the database keeps
+    real types: not SQLite) from the database."""
+    table = Table(name, MetaData(), autoload_with=conn)
+    declared = portable.declared_columns(table)
+    if conn.dialect.name == "sqlite" and not declared:
+        return  # DATETIME, CHAR(32): nothing worth recording; a later upgrade may
+    column_types = portable.describe_columns(
+        declared.get(c.name, c) for c in table.c if c.name in declared
+        or conn.dialect.name != "sqlite")
+    record_types(conn, name, column_types)
 
 
 def downgrade(source: str | Engine, revision: str = "base") -> str | None:
@@ -224,16 +244,36 @@ def ensure(conn: Connection) -> None:
 # -- registrations -----------------------------------------------------------------
 
 
-def register(conn: Connection, table: str, key: list[str], ttl: timedelta | None) -> None:
-    """Record (or re-record) a temporal table with its key and TTL."""
+def register(conn: Connection, table: str, key: list[str], ttl: timedelta | None,
+             column_types: dict[str, Any] | None = None) -> None:
+    """Record (or re-record) a temporal table with its key, TTL and, when given, its
+    columns' portable types (else the ones recorded before are kept)."""
     ensure(conn)
-    archived = conn.execute(select(tables.c.archived_through)
-                            .where(tables.c.table_name == table)).scalar()
+    before = conn.execute(select(tables.c.archived_through, tables.c.column_types)
+                          .where(tables.c.table_name == table)).first()
     conn.execute(delete(tables).where(tables.c.table_name == table))
     conn.execute(insert(tables).values(
         table_name=table, key_columns=json.dumps(key), ttl_seconds=_seconds(ttl),
-        registered_at=clock.now(), archived_through=archived,
+        registered_at=clock.now(), archived_through=before[0] if before else None,
+        column_types=json.dumps(column_types, sort_keys=True) if column_types is not None
+        else before[1] if before else None,
     ))
+
+
+def recorded_types(conn: Connection, table: str) -> dict[str, Any] | None:
+    """A table's recorded portable column types; None without a catalog that records
+    them (none, or one older than revision 0006: exports work as before then)."""
+    if not _records_types(current_revision(conn)):
+        return None
+    recorded = conn.execute(select(tables.c.column_types)
+                            .where(tables.c.table_name == table)).scalar()
+    return _types(recorded)
+
+
+def record_types(conn: Connection, table: str, column_types: dict[str, Any]) -> None:
+    """Record a registered table's portable column types."""
+    conn.execute(update(tables).where(tables.c.table_name == table)
+                 .values(column_types=json.dumps(column_types, sort_keys=True)))
 
 
 def mark_archived(conn: Connection, table: str, through: datetime) -> None:
@@ -251,13 +291,30 @@ def unregister(conn: Connection, table: str) -> None:
 
 def registrations(conn: Connection) -> list[Registration]:
     """Every registered temporal table, by name (empty without a catalog)."""
-    if current_revision(conn) is None:
+    revision = current_revision(conn)
+    if revision is None:
         return []
-    rows = conn.execute(select(tables).order_by(tables.c.table_name))
+    recorded = _records_types(revision)  # an older catalog has no column_types (yet)
+    rows = conn.execute(select(*[c for c in tables.c if recorded or c.name != "column_types"])
+                        .order_by(tables.c.table_name))
     return [Registration(table=r.table_name, key=json.loads(r.key_columns),
                          ttl=None if r.ttl_seconds is None else timedelta(seconds=r.ttl_seconds),
-                         registered_at=r.registered_at, archived_through=r.archived_through)
+                         registered_at=r.registered_at, archived_through=r.archived_through,
+                         column_types=_types(r.column_types) if recorded else None)
             for r in rows]
+
+
+def _records_types(revision: str | None) -> bool:
+    """Whether a catalog at ``revision`` has the column_types column (0006 on)."""
+    return revision is not None and revision.isdigit() and revision >= "0006"
+
+
+def _types(recorded: str | None) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(recorded) if recorded is not None else None
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def registration(conn: Connection, table: str) -> Registration:
@@ -394,7 +451,7 @@ def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
         seconds = table.info.get(TTL_INFO)
         key = [c.name for c in key_columns(table)]
         register(connection, table.name, key, None if seconds is None else
-                 timedelta(seconds=seconds))
+                 timedelta(seconds=seconds), portable.describe_columns(table.c))
         guard.install(connection, table.name, key)
         triggers.install(connection, table.name, key)
 

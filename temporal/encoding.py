@@ -362,8 +362,15 @@ _ENCODERS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
 
 # -- rows --------------------------------------------------------------------------------
 
-CSV_ROWS = "sha256 over canonical CSV rows"
-JSON_ROWS = "sha256 over canonical JSON rows"  # the encoding of earlier exports
+#: The content digest's algorithm, named with the version of the canonical text it
+#: hashes: a change to any canonical text gets a new version here, so that an export
+#: of an older version is never compared with a re-export as if history had changed.
+CSV_ROWS = "sha256 over canonical CSV rows, encoding 2"
+#: Earlier names: the same rows (CSV lines; compact JSON arrays before that) of
+#: canonical text chosen by each value's Python type rather than the column's type.
+CSV_ROWS_1 = "sha256 over canonical CSV rows"
+JSON_ROWS = "sha256 over canonical JSON rows"
+OLDER_ENCODINGS = frozenset({CSV_ROWS_1, JSON_ROWS})
 
 
 def csv_row(canon: Sequence[str | None]) -> bytes:
@@ -378,4 +385,4 @@ def json_row(values: Sequence[str | None]) -> bytes:
     return json.dumps(list(values), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-DIGEST_ROWS = {CSV_ROWS: csv_row, JSON_ROWS: json_row}
+DIGEST_ROWS = {CSV_ROWS: csv_row, CSV_ROWS_1: csv_row, JSON_ROWS: json_row}

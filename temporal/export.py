@@ -51,9 +51,18 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import sqlite
 
-from temporal import _backend, authorizer, outdir, pgcopy, sandbox, signing, sqlitelines
+from temporal import (
+    _backend,
+    authorizer,
+    outdir,
+    pgcopy,
+    portable,
+    querytypes,
+    sandbox,
+    signing,
+    sqlitelines,
+)
 from temporal._version import VERSION
 from temporal.archival import all_versions, reads_archive_apart
 from temporal.catalog import archive_name, temporal_shape
@@ -74,7 +83,7 @@ from temporal.encoding import (
 )
 from temporal.errors import ExportError, InvalidTimeError, UnsupportedError
 from temporal.manifest import MANIFEST_NAME, FileEntry, Manifest
-from temporal.model import CREATED_AT, EXPIRED_AT, Temporal, key_columns
+from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 from temporal.query import valid_at
 from temporal.types import UTCDateTime
 from temporal.writers import SETTINGS, Batch, Part, WriterError, part_maker
@@ -85,7 +94,6 @@ FETCH_ROWS = 10_000
 
 _STREAM = {"stream_results": True, "yield_per": FETCH_ROWS}
 _IN_FLIGHT = 2  # batches read but not yet written
-_SQLITE_DIALECT = sqlite.dialect()
 
 PG_SETTINGS = {
     "TimeZone": "UTC",
@@ -141,36 +149,21 @@ def _temporal_table(conn: Connection, name: str, schema: str | None = None) -> T
     for period in (CREATED_AT, EXPIRED_AT):
         table.c[period].type = UTCDateTime()
     if conn.dialect.name == "sqlite":
-        # SQLite keeps no types worth the name (a UTC timestamp is DATETIME text, a
-        # UUID CHAR(32)): the model's declared types decide, as on PostgreSQL.
-        declared = _declared_columns(table)
-        for column in table.c:
-            if column.name in declared:
-                column.type = declared[column.name].type
+        _use_declared_types(conn, table)
     return table
 
 
-def _declared_columns(table: Table) -> dict[str, Column[Any]]:
-    """The columns of the temporal model (imported in this process) that defines
-    ``table``, if exactly one definition of that name and those columns is known."""
-    names = {c.name for c in table.c}
-    found: dict[str, list[Column[Any]]] = {}
-    pending: list[type] = [Temporal]
-    while pending:
-        cls = pending.pop()
-        pending += cls.__subclasses__()
-        model_table = getattr(cls, "__table__", None)
-        if isinstance(model_table, Table) and model_table.name == table.name \
-                and model_table.schema is None and {c.name for c in model_table.c} == names:
-            for column in model_table.c:
-                found.setdefault(column.name, []).append(column)
-    dialect = _SQLITE_DIALECT
-    declared = {}
-    for name, columns in found.items():
-        kinds = {column_type(c.type, dialect) for c in columns}
-        if len(kinds) == 1:  # models that disagree: the database's own types
-            declared[name] = columns[0]
-    return declared
+def _use_declared_types(conn: Connection, table: Table) -> None:
+    """SQLite keeps no types worth the name (a UTC timestamp is DATETIME text, a UUID
+    CHAR(32)): the model's declared types decide, as on PostgreSQL, and without the
+    model the types the catalog recorded when the table was made."""
+    declared = portable.declared_columns(table)
+    recorded = portable.recorded_types(conn, table)
+    for column in table.c:
+        if column.name in declared:
+            column.type = declared[column.name].type
+        elif column.name in recorded:
+            column.type = recorded[column.name]
 
 
 def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
@@ -220,20 +213,19 @@ def _sqlite_lines(conn: Connection, name: str, data: list[Column[Any]],
     planned = sqlitelines.plan([c.name for c in data], types, quote)
     if planned is None:
         return None
-    pieces, in_python = planned
     columns = ", ".join(quote(c.name) for c in data)
     valid = _backend.valid_at_text("sqlite", at)
     sources = [quote(name)] + ([quote(archive_name(name))]
                                if reads_archive_apart(conn, name) else [])
     versions = " UNION ALL ".join(f"SELECT {columns} FROM {s} WHERE {valid}" for s in sources)
-    sql = (f"SELECT {', '.join(pieces)} FROM ({versions}) AS v "
+    sql = (f"SELECT {', '.join(planned.select)} FROM ({versions}) AS v "
            f"ORDER BY {', '.join(f'v.{quote(c.name)}' for c in order)}")
 
     def fast() -> Iterator[list[bytes]]:
         # The driver's own cursor: no result processing is wanted here.
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.execute(sql)
-        return sqlitelines.lines(iter(lambda: cursor.fetchmany(FETCH_ROWS), []), in_python)
+        return sqlitelines.lines(iter(lambda: cursor.fetchmany(FETCH_ROWS), []), planned)
 
     return fast
 
@@ -265,7 +257,7 @@ def table_history(source: str | Engine, name: str, key: Sequence[str]
     return [c.name for c in table.c], rows
 
 
-def _query_source(snapshot: _Snapshot, name: str) -> _Source:
+def _query_source(snapshot: _Snapshot, name: str, query: str) -> _Source:
     """The sandboxed query's rows, sorted by every output column."""
     checked = snapshot.query
     assert checked is not None
@@ -273,8 +265,17 @@ def _query_source(snapshot: _Snapshot, name: str) -> _Source:
     columns = checked.columns
     sql = checked.sql
     fast: Callable[[], Iterator[list[bytes]]] | None = None
-    if checked.raw_cursor:  # SQLite reports no types for a query's columns
-        types = [ColumnType("", OTHER) for _ in columns]
+    # SQLite reports no types for a query's columns: those that are table columns
+    # take their table's types, and their raw values are read as the table's are.
+    processors: list[Callable[[Any], Any] | None] = []
+    if checked.raw_cursor:
+        kinds = querytypes.result_types(sandbox.statement_text(query), columns,
+                                        snapshot.shadows)
+        types = [ColumnType("", OTHER) if k is None else column_type(k, conn.dialect)
+                 for k in kinds]
+        processors = [None if k is None or t.encoding in read_as_text("sqlite")
+                      else k.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+                      for k, t in zip(kinds, types, strict=True)]
     else:  # PostgreSQL: a statement the library writes over the checked view
         view = f"pg_temp.{sandbox.VIEW}"
         types = _pg_view_types(conn, view)
@@ -299,6 +300,10 @@ def _query_source(snapshot: _Snapshot, name: str) -> _Source:
                 cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
                     checked.sql)
                 while batch := cursor.fetchmany(FETCH_ROWS):
+                    if any(processors):
+                        batch = [[v if p is None or v is None else p(v)
+                                  for p, v in zip(processors, row, strict=True)]
+                                 for row in batch]
                     yield from batch
             else:  # PostgreSQL: a statement the library wrote, over the checked view
                 yield from conn.exec_driver_sql(sql, execution_options=_STREAM)
@@ -335,6 +340,7 @@ class _Snapshot:
     query: sandbox.Sandboxed | None = None
     guard: Any = None  # SQLite: the authorizer, whose refusal explains a failed read
     temporary: bool = False  # PostgreSQL: temporary objects made for the read (a spine)
+    shadows: dict[str, Table] = field(default_factory=dict)  # SQLite: a query's tables
 
     def close(self) -> None:
         try:
@@ -423,6 +429,9 @@ def _open_snapshot(engine: Engine, at: datetime, wait: float, query: str | None 
     if query is not None:
         try:
             shadows = sandbox.shadow_tables(conn, at)
+            for shadowed in shadows.values():  # read before the guard forbids the catalog
+                _use_declared_types(conn, shadowed)
+            snapshot.shadows = shadows
             conn.exec_driver_sql("PRAGMA query_only = 1")
             snapshot.query = sandbox.Sandboxed("", [])  # so close() resets query_only
             snapshot.query, snapshot.guard = authorizer.prepare(conn, query, shadows,
@@ -701,7 +710,7 @@ def run_export(source: str | Engine, out: Path, plan: ExportPlan, *, tables: Seq
                name: str, wait: float) -> Manifest:
     def sources(snapshot: _Snapshot) -> list[_Source]:
         if plan.query is not None:
-            return [_query_source(snapshot, name)]
+            return [_query_source(snapshot, name, plan.query)]
         return [_table_source(snapshot.conn, t, plan.at) for t in sorted(tables or ())]
 
     return export_sources(source, out, plan, wait=wait, sources=sources,

@@ -27,11 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporal.encoding import CSV_ROWS, DIGEST_ROWS, JSON_ROWS, canonical, csv_row, json_row
+from temporal.encoding import (
+    CSV_ROWS,
+    CSV_ROWS_1,
+    DIGEST_ROWS,
+    JSON_ROWS,
+    OLDER_ENCODINGS,
+    canonical,
+    csv_row,
+    json_row,
+)
 from temporal.errors import TemporalError
 
-__all__ = ["CSV_ROWS", "DIGEST_ROWS", "JSON_ROWS", "FileEntry", "Manifest", "ManifestError",
-           "canonical", "csv_row", "json_row", "read_manifest"]
+__all__ = ["CSV_ROWS", "CSV_ROWS_1", "DIGEST_ROWS", "JSON_ROWS", "OLDER_ENCODINGS", "FileEntry",
+           "Manifest", "ManifestError", "canonical", "csv_row", "json_row", "older_encoding",
+           "read_manifest"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -154,6 +164,13 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         )
     except (KeyError, TypeError) as error:
         raise ManifestError(f"{path} is missing or mangles a key ({error})") from None
+
+
+def older_encoding(algorithm: str) -> str:
+    """The one line for an export whose digest hashes an older canonical encoding."""
+    return (f"exported by an older canonical encoding version ({algorithm!r}; this version "
+            f"writes {CSV_ROWS!r}), so its digest cannot be compared with this version's: "
+            "re-export it to compare")
 
 
 def file_sha256(path: Path) -> tuple[str, int]:

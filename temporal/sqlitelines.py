@@ -5,9 +5,12 @@ decoding every value into Python only to encode it again costs five times the
 ``sqlite3`` shell. So where SQLite stores a column's canonical text, or
 something a string function turns into it, the query renders it: runs of such
 columns come back as one ready piece of the CSV line (quoted, ``"`` doubled,
-NULL an empty field), and only the columns SQLite cannot spell canonically
-(doubles, whose shortest round-trip digits SQLite does not print; JSON
-documents, re-serialized) are encoded in Python between the pieces.
+NULL an empty field, the line's newline included), as a BLOB so the driver
+hands over its UTF-8 bytes without decoding them. Only the columns SQLite
+cannot spell canonically come back raw: doubles, whose shortest round-trip
+digits SQLite does not print, are spelled a batch at a time by ``repr`` in C
+(``map``; a batch holding a NULL, an infinity or another type goes value by
+value through the encoder), and JSON documents are re-serialized row by row.
 
 The stored forms read here are the ones SQLAlchemy writes for the declared
 types (``2026-01-02 03:04:05.000006`` for a timestamp, 32 hex digits for a
@@ -17,7 +20,10 @@ tests check that both paths and PostgreSQL give the same bytes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from temporal.encoding import (
@@ -33,6 +39,7 @@ from temporal.encoding import (
     TIMESTAMP_UTC,
     UUID,
     ColumnType,
+    Encoder,
     encoder,
 )
 
@@ -68,53 +75,92 @@ def _quoted(text: str) -> str:
     return f"ifnull('\"' || replace({text}, '\"', '\"\"') || '\"', '')"
 
 
-_IN_PYTHON = (FLOAT, JSON)  # raw stored values that Python encodes
+@dataclass
+class Plan:
+    """What the query selects and what Python adds between the pieces of each line."""
+
+    select: list[str]  # pieces of the line and raw values, in line order
+    floats: list[tuple[int, Encoder]] = field(default_factory=list)  # raw doubles
+    documents: list[tuple[int, Encoder]] = field(default_factory=list)  # raw JSON
 
 
-def plan(names: list[str], types: list[ColumnType], quote: Callable[[str], str]
-         ) -> tuple[list[str], list[tuple[int, Callable[[Any], str | None]]]] | None:
-    """The select list (pieces of the line and raw values) and, for each raw value,
-    its position and encoder; None if a column needs the general path."""
-    select: list[str] = []
-    in_python: list[tuple[int, Callable[[Any], str | None]]] = []
-    run: list[str] = []
+def plan(names: list[str], types: list[ColumnType], quote: Callable[[str], str]) -> Plan | None:
+    """The select list of the line's pieces and raw values; None if a column needs the
+    general path."""
+    out = Plan([])
+    run: list[str] = []  # SQL pieces of the line not yet closed into one select item
 
-    def close_run(trailing_comma: bool) -> None:
-        if run:
-            select.append(" || ',' || ".join(run) + (" || ','" if trailing_comma else ""))
-            run.clear()
+    def close_run() -> None:
+        # As a BLOB: the driver hands back the UTF-8 bytes, decoded and encoded never.
+        out.select.append(f"CAST({' || '.join(run) if run else chr(39) * 2} AS BLOB)")
+        run.clear()
 
     for i, (name, column) in enumerate(zip(names, types, strict=True)):
         x = f"v.{quote(name)}"
-        if column.encoding in _IN_PYTHON:
-            close_run(trailing_comma=True)
-            in_python.append((len(select), encoder(column)))
-            select.append(x)
-            if i + 1 < len(names):
-                run.append("''")  # the comma after this column starts the next piece
+        if i:
+            run.append("','")
+        if column.encoding == FLOAT:  # spelled in Python: SQLite cannot print repr
+            close_run()
+            out.floats.append((len(out.select), encoder(column)))
+            out.select.append(x)
+            continue
+        if column.encoding == JSON:  # re-serialized in Python
+            close_run()
+            out.documents.append((len(out.select), encoder(column)))
+            out.select.append(x)
             continue
         sql = _field_sql(x, column)
         if sql is None:
             return None
         run.append(sql)
-    close_run(trailing_comma=False)
-    return select, in_python
+    run.append("'\n'")  # the line's end: each line comes back whole
+    close_run()
+    return out
 
 
-def lines(batches: Iterator[list[Any]], in_python: list[tuple[int, Callable[[Any], str | None]]]
-          ) -> Iterator[list[bytes]]:
-    """Batches of rows (pieces and raw values) as batches of canonical CSV lines."""
+def lines(batches: Iterator[list[Any]], planned: Plan) -> Iterator[list[bytes]]:
+    """Batches of rows (pieces and raw values) as batches of canonical CSV lines.
+
+    Without JSON documents, each batch is put together a column at a time, by
+    loops that run in C (``map`` over built-ins): no Python code runs per row.
+    """
+    if planned.documents:
+        yield from _documents(batches, planned)
+        return
+    floats = planned.floats
+    if not floats:  # one piece per row: the whole line
+        for rows in batches:
+            yield list(map(itemgetter(0), rows))
+        return
+    width = len(planned.select)
+    for rows in batches:
+        columns: list[Any] = [map(itemgetter(i), rows) for i in range(width)]
+        for i, encode in floats:
+            columns[i] = _doubles(list(columns[i]), encode)
+        yield list(map(b"".join, zip(*columns, strict=True)))
+
+
+def _doubles(values: list[Any], encode: Encoder) -> list[bytes]:
+    """A batch of one double column's values as quoted CSV fields."""
+    if set(map(type, values)) == {float} and math.inf not in values \
+            and -math.inf not in values:  # (SQLite stores no NaN)
+        return list(map(b'"%r"'.__mod__, values))  # repr, in C
+    return [_field(encode(v)) for v in values]  # NULL, infinities, another type
+
+
+def _field(text: str | None) -> bytes:
+    return b"" if text is None else ('"' + text.replace('"', '""') + '"').encode()
+
+
+def _documents(batches: Iterator[list[Any]], planned: Plan) -> Iterator[list[bytes]]:
+    """Lines with JSON documents: each row's values encoded one by one."""
+    floats = planned.floats
     for rows in batches:
         out: list[bytes] = []
         append = out.append
-        if not in_python:
-            for row in rows:
-                append(("".join(row) + "\n").encode())
-        else:
-            for row in rows:
-                parts = list(row)
-                for i, encode in in_python:
-                    text = encode(parts[i])
-                    parts[i] = "" if text is None else '"' + text.replace('"', '""') + '"'
-                append(("".join(parts) + "\n").encode())
+        for row in rows:
+            parts = list(row)
+            for i, encode in (*floats, *planned.documents):
+                parts[i] = _field(encode(parts[i]))
+            append(b"".join(parts))
         yield out

@@ -354,3 +354,147 @@ def test_canonical_floats_are_python_repr_and_decimals_plain_digits() -> None:
     assert canonical(timedelta(days=-1, seconds=82800, microseconds=500000)) == \
         "P-1DT23H0.5S"
     assert json.loads(canonical({"b": 1, "a": [None]}) or "") == {"a": [None], "b": 1}
+
+
+def cli_export(url: str, out: Path, at: datetime, table: str) -> dict[str, Any]:
+    """Export through the command line, in a process that never imports the models."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "temporal", "export", "--url", url, "--table", table,
+         "--as-of", at.isoformat(), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+def test_sqlite_without_the_models_exports_the_types_the_catalog_recorded(
+        sqlite_url: Any, pg_url: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from temporal import catalog
+
+    digests = {}
+    for backend, url in (("sqlite", sqlite_url), ("postgresql", pg_url)):
+        engine = create_engine(url)
+        at = fill(engine, Every, portable_rows())
+        digests[backend, "models"] = export(engine, tmp_path / f"{backend}-models", as_of=at,
+                                            tables=["every"]).content_digest["table:every"]
+        plain = cli_export(url.render_as_string(hide_password=False), tmp_path / backend, at,
+                           "every")
+        digests[backend, "cli"] = plain["content_digest"]["table:every"]
+        if backend == "sqlite":
+            assert [c["encoding"] for c in plain["schema"]["every"]] == [
+                "integer", "integer", "float", "decimal", "text", "boolean", "timestamp_utc",
+                "timestamp", "date", "time", "bytes", "uuid", "json"]
+            with engine.begin() as conn:
+                recorded = catalog.registration(conn, "every").column_types
+                assert recorded is not None
+                assert recorded["amount"] == {"type": "Numeric", "precision": 38,
+                                              "scale": 10, "asdecimal": True}
+                assert recorded["seen"] == {"type": "DateTime", "timezone": True}
+                # A record that no longer matches the declared column is not used.
+                catalog.record_types(conn, "every", {**recorded, "label": {"type": "Uuid"}})
+            stale = cli_export(sqlite_url.render_as_string(), tmp_path / "stale", at, "every")
+            assert stale["schema"]["every"][4]["encoding"] == "text"
+            assert stale["content_digest"] == plain["content_digest"]
+        engine.dispose()
+    assert len(set(digests.values())) == 1, digests
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+def test_db_upgrade_records_the_types_of_tables_registered_without_them(
+        sqlite_url: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, update
+
+    from temporal import catalog
+
+    engine = create_engine(sqlite_url)
+    at = fill(engine, Every, portable_rows())
+    with engine.begin() as conn:  # as an older library registered it
+        conn.execute(update(catalog.tables).values(column_types=None))
+    url = sqlite_url.render_as_string()
+    catalog.downgrade(engine, "0005")  # a catalog from before the records: exports as before
+    assert cli_export(url, tmp_path / "older", at, "every")["schema"]["every"][11][
+        "encoding"] == "text"
+    before = cli_export(url, tmp_path / "before", at, "every")
+    assert before["schema"]["every"][11]["encoding"] == "text"  # the UUID's CHAR(32)
+    catalog.upgrade(engine)  # in this process, which imported the model
+    with engine.connect() as conn:
+        assert catalog.registration(conn, "every").column_types is not None
+    after = cli_export(url, tmp_path / "after", at, "every")
+    assert after["schema"]["every"][11]["encoding"] == "uuid"
+    with_models = export(engine, tmp_path / "models", as_of=at, tables=["every"])
+    assert after["content_digest"] == with_models.content_digest
+    engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+def test_a_sqlite_query_types_the_columns_that_are_table_columns(
+        sqlite_url: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlite_url)
+    at = fill(engine, Every, portable_rows())
+    table = export(engine, tmp_path / "t", as_of=at, tables=["every"], format="jsonl")
+    star = export(engine, tmp_path / "q", as_of=at, query="SELECT * FROM every",
+                  name="every", format="jsonl")
+    assert star.content_digest["table:every"] == table.content_digest["table:every"]
+    assert [c["encoding"] for c in star.schema["every"]] == \
+        [c["encoding"] for c in table.schema["every"]]
+    assert (tmp_path / "q" / "every" / "part-00000.jsonl").read_bytes() == \
+        (tmp_path / "t" / "every" / "part-00000.jsonl").read_bytes()
+    some = export(engine, tmp_path / "s", as_of=at, query=(
+        "SELECT e.id, e.amount AS total, e.seen, upper(e.label) AS shout, x.token "
+        "FROM every e JOIN (SELECT id, token FROM every) x ON x.id = e.id"))
+    assert [c["encoding"] for c in some.schema["query"]] == \
+        ["integer", "decimal", "timestamp_utc", "other", "other"]
+    lines = (tmp_path / "s" / "query" / "part-00000.csv").read_text().splitlines()
+    assert lines[1].startswith('"1","1.5000000000","1850-01-01T00:00:00.000000Z",')
+    assert verify(tmp_path / "s", engine).ok
+    plain = export(engine, tmp_path / "p", as_of=at, query="SELECT token, id FROM every")
+    assert [c["encoding"] for c in plain.schema["query"]] == ["uuid", "integer"]
+    engine.dispose()
+
+
+class DoubleBase(DeclarativeBase):
+    pass
+
+
+class Doubles(Temporal, DoubleBase):
+    """Doubles among columns SQLite renders itself (no JSON: the batch-wise path)."""
+
+    __tablename__ = "doubles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    x: Mapped[float | None] = mapped_column(Double)
+    label: Mapped[str | None] = mapped_column(Text)
+    y: Mapped[float | None] = mapped_column(Double)
+
+
+@pytest.mark.filterwarnings("ignore:Dialect sqlite")
+@pytest.mark.parametrize("values", [
+    [0.1 + 0.2, 1e16, 1e23, 5e-324, 1.7976931348623157e308, -2.5, 123456.789, 1e-05],
+    FLOATS,  # infinities and NULL: value by value
+], ids=["finite", "special"])
+def test_sqlite_doubles_are_spelled_like_the_general_path_and_postgresql(
+        sqlite_url: Any, pg_url: Any, tmp_path: Path, values: list[float | None]) -> None:
+    from sqlalchemy import create_engine
+
+    rows = [{"id": i, "x": v, "label": TEXTS[i], "y": values[-1 - i]}
+            for i, v in enumerate(values)]
+    found = {}
+    for backend, url in (("sqlite", sqlite_url), ("postgresql", pg_url)):
+        engine = create_engine(url)
+        at = fill(engine, Doubles, rows)
+        for copy in (True, False):
+            plan = ExportPlan(at=at, query=None, fmt="csv", rows_per_file=3, copy=copy)
+            run_export(engine, tmp_path / f"{backend}-{copy}", plan, tables=["doubles"],
+                       name="q", wait=5)
+            found[backend, copy] = [p.read_bytes() for p in
+                                    sorted((tmp_path / f"{backend}-{copy}").rglob("part-*"))]
+        engine.dispose()
+    assert len(found["sqlite", True]) == 3
+    assert all(files == found["postgresql", True] for files in found.values()), found
+    assert b'"0.30000000000000004"' in b"".join(found["sqlite", True])

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
 from temporal import ManifestError, export, load, transaction_time, triggers, verify
+from temporal.manifest import read_manifest
 from temporal.signing import read_key
 from tests.models import Base, Customer
 
@@ -223,3 +224,71 @@ def test_a_parquet_file_rewritten_with_other_column_types_is_refused(
     assert not report.ok
     assert any("column id is string, not the manifest's int64" in p for p in report.problems), \
         report.problems
+
+
+def as_older_encoding(out: Path, algorithm: str, respell: Callable[[bytes], bytes]) -> None:
+    """Make ``out`` what an older version wrote: its values spelled by ``respell`` (as an
+    older canonical encoding did), its digest named by that version's ``algorithm``."""
+    from temporal.manifest import json_row
+    from temporal.verification import _csv_fields
+
+    data = out / "customers" / "part-00000.csv"
+    header, *lines = data.read_bytes().splitlines(keepends=True)
+    lines = [respell(line) for line in lines]
+    data.write_bytes(header + b"".join(lines))
+    rows = b"".join(lines) if algorithm != "sha256 over canonical JSON rows" else b"".join(
+        json_row(_csv_fields(line.decode())) for line in lines)
+    digest = hashlib.sha256(rows).hexdigest()
+
+    def edit(m: dict[str, Any]) -> None:
+        m["content_digest"] = {"algorithm": algorithm, "all": digest,
+                               "table:customers": digest}
+        m["files"][0].update(sha256=hashlib.sha256(data.read_bytes()).hexdigest(),
+                             bytes=data.stat().st_size)
+
+    forge(out, edit)
+
+
+@pytest.mark.parametrize("algorithm", ["sha256 over canonical CSV rows",
+                                       "sha256 over canonical JSON rows"])
+def test_an_export_of_an_older_encoding_is_not_blamed_on_the_database(
+        exported: tuple[Engine, Path, datetime], algorithm: str) -> None:
+    engine, out, _ = exported
+    assert read_manifest(out).content_digest["algorithm"] == \
+        "sha256 over canonical CSV rows, encoding 2"
+    as_older_encoding(out, algorithm, lambda line: line)  # the same text: still equal
+    assert verify(out, engine).ok, verify(out, engine).problems
+
+    # A float spelled with 15 digits, as an older encoding might have:
+    as_older_encoding(out, algorithm,
+                      lambda line: line.replace(b"0.3333333333333333", b"0.333333333333333"))
+    assert verify(out).ok  # the files agree with their manifest
+    report = verify(out, engine)
+    assert len(report.problems) == 1 and not report.ok
+    assert report.problems[0].startswith("database: not compared: exported by an older "
+                                         f"canonical encoding version ({algorithm!r}")
+    assert report.problems[0].endswith("re-export it to compare")
+    assert "history" not in report.problems[0]
+
+    # The same files under this version's name: the database is to blame.
+    as_older_encoding(out, "sha256 over canonical CSV rows, encoding 2", lambda line: line)
+    assert any("history was changed" in p for p in verify(out, engine).problems)
+
+
+def test_json_lines_of_an_older_encoding_are_not_blamed_on_the_manifest(
+        exported: tuple[Engine, Path, datetime], tmp_path: Path) -> None:
+    engine, _, moment = exported
+    out = tmp_path / "jsonl"
+    export(engine, out, as_of=moment, tables=["customers"], format="jsonl")
+    data = out / "customers" / "part-00000.jsonl"
+    data.write_bytes(data.read_bytes().replace(b"0.3333333333333333", b"0.333333333333333"))
+
+    def edit(m: dict[str, Any]) -> None:
+        m["content_digest"]["algorithm"] = "sha256 over canonical CSV rows"
+        m["files"][0].update(sha256=hashlib.sha256(data.read_bytes()).hexdigest(),
+                             bytes=data.stat().st_size)
+
+    forge(out, edit)  # the digest is of the rows as the older version spelled them
+    problems = verify(out).problems
+    assert len(problems) == 1 and problems[0].startswith(
+        "manifest: exported by an older canonical encoding version"), problems
