@@ -109,6 +109,13 @@ def mark_deleted(session: Session, states: list[InstanceState[Any]]) -> None:
     session._remove_newly_deleted(states)
 
 
+def commit_values(state: InstanceState[Any], values: dict[str, Any]) -> None:
+    """``set_committed_value`` for several scalar column attributes of one object at once:
+    the values become the loaded state, with no pending change."""
+    state.dict.update(values)
+    state._commit(state.dict, list(values))
+
+
 def expire_attributes(state: InstanceState[Any], keys: list[str]) -> None:
     state._expire_attributes(state.dict, keys)
 
