@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Connection, Table, event
-from sqlalchemy.orm import Mapper, Session, object_mapper
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
 
@@ -200,19 +200,19 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, target: Any) -> 
 
 @hooks.on(Session, "before_flush")
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    for obj in session.dirty:
+    dirty = list(session.dirty)
+    for obj in dirty:
         state = instance_state(obj)
         if state.key is not None and is_slice_token(state.key[2]) and \
                 (session.is_modified(obj, include_collections=False) or changes_links(obj)):
             _refuse_slice(state, "change")
-    _promote_orphans(session)
+    _promote_orphans(session, dirty)
     doomed: dict[Mapper[Any], list[InstanceState[Any]]] = defaultdict(list)
     for obj in session.deleted:
         state = instance_state(obj)
         _refuse_slice(state, "delete")
-        mapper = object_mapper(obj)
-        if is_temporal_table(mapper.local_table):
-            doomed[mapper].append(state)
+        if is_temporal_table(state.mapper.local_table):
+            doomed[state.mapper].append(state)
     for mapper, states in doomed.items():
         conn = session.connection(bind_arguments={"mapper": mapper})
         tx = transaction_state(conn)
@@ -222,9 +222,10 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             expire_versions(conn, table, [st.key[1] for st in states],  # type: ignore[index]
                             tx, read)
         end_links(conn, mapper, states)
-    # Only now: the SQL above needed every key, and from here the ORM treats
-    # them as deleted (restored on rollback) without emitting a DELETE.
-    _compat.mark_deleted(session, [state for states in doomed.values() for state in states])
+    if doomed:
+        # Only now: the SQL above needed every key, and from here the ORM treats
+        # them as deleted (restored on rollback) without emitting a DELETE.
+        _compat.mark_deleted(session, [state for states in doomed.values() for state in states])
 
 
 @functools.cache
@@ -245,10 +246,10 @@ def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
                  if rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table))
 
 
-def _promote_orphans(session: Session) -> None:
+def _promote_orphans(session: Session, dirty: list[Any]) -> None:
     """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
-    for obj in list(session.dirty) + list(session.new):
-        for rel in _orphaning_relationships(object_mapper(obj)):
+    for obj in dirty + list(session.new):
+        for rel in _orphaning_relationships(instance_state(obj).mapper):
             history = instance_state(obj).attrs[rel.key].history
             for child in history.deleted or ():
                 state = instance_state(child)

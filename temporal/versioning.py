@@ -38,13 +38,13 @@ from typing import Any
 from sqlalchemy import (
     Column,
     Connection,
-    Engine,
     Table,
     and_,
     bindparam,
     cast,
     column,
     delete,
+    event,
     func,
     insert,
     literal,
@@ -60,7 +60,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
-from temporal import _backend, catalog, hooks
+from temporal import _backend, _compat, catalog
 from temporal.errors import ConflictError
 from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 
@@ -101,6 +101,7 @@ def transaction_state(conn: Connection) -> _Tx:
     if tx is None:
         tx = _Tx(stamp=_backend.read_stamp(conn), dialect=_backend.dialect_name(conn))
         _transactions[root] = tx
+        _follow(conn)
     elif tx.reassert:
         tx.reassert = False
         tx.stamp = _backend.reassert_stamp(conn, tx.stamp)
@@ -120,7 +121,18 @@ def wrote_versions(conn: Connection) -> bool:
     return tx is not None and bool(tx.written)
 
 
-@hooks.on(Engine, "rollback_savepoint")
+def _follow(conn: Connection) -> None:
+    """Listen to ``conn``'s savepoint rollbacks and commits from now on.
+
+    On this connection only, not on every engine: an engine-wide listener would
+    switch every connection of the process, plain models' included, to the
+    slower event-dispatching path for every statement.
+    """
+    if not event.contains(conn, "rollback_savepoint", _forget_savepoint):
+        event.listen(conn, "rollback_savepoint", _forget_savepoint)
+        event.listen(conn, "commit", _release_stamp)
+
+
 def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
     """A rolled-back savepoint takes this transaction's scratch state with it.
 
@@ -141,7 +153,6 @@ def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
         tx.reassert = True
 
 
-@hooks.on(Engine, "commit")
 def _release_stamp(conn: Connection) -> None:
     """SQLite: a committing library transaction stops lending its stamp to raw statements."""
     root = conn.get_transaction()
@@ -215,20 +226,22 @@ def matching(
 
 
 def _insert_next_versions(
-    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx
+    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx,
+    started: dict[Key, datetime],
 ) -> None:
     """Insert the next version of each key: its just-expired row with new values.
 
     Built in SQL (``INSERT ... SELECT`` from the expired rows joined with the
     new values), so columns that did not change never leave the database.
-    Keys are grouped by the set of columns they change.
+    Keys are grouped by the set of columns they change. ``started``: each key's
+    expired version's ``created_at``, so the join finds it by primary key.
     """
     # Within one transaction a key has exactly one row that was current before
     # the stamp and expired at it: the one just expired.
-    match = key_columns(table)
+    match = [*key_columns(table), table.c[CREATED_AT]]
     for names, sql, group in _groups(olds):
         columns = [*match, *(table.c[n] for n in names)]
-        rows = [(*key, *(olds[key][n] for n in names)) for key in group]
+        rows = [(*key, started[key], *(olds[key][n] for n in names)) for key in group]
         for source in _row_sources(columns, rows, conn.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
             new_value.update(sql)
@@ -406,7 +419,8 @@ def _write_versions(
         if unchanged:
             _restore(conn, table, unchanged, tx)
         if fresh:
-            _insert_next_versions(conn, table, fresh, tx)
+            _insert_next_versions(conn, table, fresh, tx,
+                                  {key: old_rows[key][CREATED_AT] for key in fresh})
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update", read)
@@ -459,12 +473,17 @@ def _expire(
     """
     width = len(key_columns(table))
     names = [CREATED_AT, *(c.name for c in returning)]
+    started: Any = table.c[CREATED_AT]
+    if tx.dialect == "sqlite":
+        # Not the primary key (key, created_at), which would visit every version of
+        # each key: the current-row index finds the one current version.
+        started = _compat.unindexed(started)
     tx.written.add(table)
     rows: dict[Key, dict[str, Any]] = {}
     for selection in matching(table, keys, tx.dialect):
         stmt = (
             update(table)
-            .where(selection, current(table), table.c[CREATED_AT] < tx.stamp)
+            .where(selection, current(table), started < tx.stamp)
             .values(period_values(table, tx.stamp))
             .returning(*key_columns(table), table.c[CREATED_AT], *returning)
         )
