@@ -23,7 +23,7 @@ Two questions decide every versioned write:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -142,14 +142,22 @@ def library_statements(conn: Connection, dialect: str) -> Iterator[None]:
     switched = conn.exec_driver_sql(
         f"UPDATE {SQLITE_CLOCK_TABLE} SET marker = {MAINTENANCE_MARK} "
         f"WHERE id = 1 AND marker = {LIBRARY_MARK}").rowcount == 1
+
+    def restore() -> None:
+        conn.exec_driver_sql(f"UPDATE {SQLITE_CLOCK_TABLE} SET marker = {LIBRARY_MARK} "
+                             f"WHERE id = 1 AND marker = {MAINTENANCE_MARK}")
+
     try:
         yield
-    finally:
+    except BaseException:
         if switched and not conn.invalidated:
-            # Never left behind: a commit with the mark would let raw writers by for good.
-            conn.exec_driver_sql(
-                f"UPDATE {SQLITE_CLOCK_TABLE} SET marker = {LIBRARY_MARK} "
-                f"WHERE id = 1 AND marker = {MAINTENANCE_MARK}")
+            # The rollback that must follow a failed write takes the mark along
+            # anyway; restoring it is tried, and the write's own error is the one raised.
+            with suppress(Exception):
+                restore()
+        raise
+    if switched:
+        restore()  # never left behind: a commit with the mark would let raw writers by
 
 
 def release_sqlite_stamp(dbapi_connection: Any) -> None:

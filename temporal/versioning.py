@@ -226,22 +226,20 @@ def matching(
 
 
 def _insert_next_versions(
-    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx,
-    started: dict[Key, datetime],
+    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx
 ) -> None:
     """Insert the next version of each key: its just-expired row with new values.
 
     Built in SQL (``INSERT ... SELECT`` from the expired rows joined with the
     new values), so columns that did not change never leave the database.
-    Keys are grouped by the set of columns they change. ``started``: each key's
-    expired version's ``created_at``, so the join finds it by primary key.
+    Keys are grouped by the set of columns they change.
     """
     # Within one transaction a key has exactly one row that was current before
     # the stamp and expired at it: the one just expired.
-    match = [*key_columns(table), table.c[CREATED_AT]]
+    match = key_columns(table)
     for names, sql, group in _groups(olds):
         columns = [*match, *(table.c[n] for n in names)]
-        rows = [(*key, started[key], *(olds[key][n] for n in names)) for key in group]
+        rows = [(*key, *(olds[key][n] for n in names)) for key in group]
         for source in _row_sources(columns, rows, conn.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
             new_value.update(sql)
@@ -419,8 +417,7 @@ def _write_versions(
         if unchanged:
             _restore(conn, table, unchanged, tx)
         if fresh:
-            _insert_next_versions(conn, table, fresh, tx,
-                                  {key: old_rows[key][CREATED_AT] for key in fresh})
+            _insert_next_versions(conn, table, fresh, tx)
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update", read)
