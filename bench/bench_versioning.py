@@ -6,7 +6,12 @@
 Prints each figure as a ratio against its baseline measured in the same run:
 
 * ORM load + change one column + commit of 5,000 rows: temporal / plain
-  (target <= 1.5), and SQLAlchemy-Continuum / plain for comparison;
+  (target <= 1.5 on SQLite, <= 1.4 on PostgreSQL), and SQLAlchemy-Continuum / plain
+  for comparison;
+* the same workload on a plain model in a process that also defines a temporal
+  model (so temporal's session listeners are installed) / in a process without
+  (target <= 1.03; ``bench/bench_import.py --hooked`` measures the same on tiny
+  statements, with hundreds of interleaved rounds);
 * bulk ``update()`` of 50,000 rows: temporal / plain (target <= 3);
 * bulk ``delete()`` of 50,000 rows: temporal / plain (target <= 4), and the floor
   under it: a bare SQL UPDATE of ``expired_at`` (no library, no guard) / a bare
@@ -39,7 +44,7 @@ import time
 from typing import Any
 
 import _scratch
-from sqlalchemy import Engine, String, create_engine, delete, select, text, update
+from sqlalchemy import Engine, String, create_engine, delete, event, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 ROWS_ORM = 5_000
@@ -59,6 +64,16 @@ def models(variant: str, case: str = "") -> Any:
     """
     if variant == "plain+import":
         import temporal  # noqa: F401  (its event hooks are all the variant measures)
+    if variant == "plain+hooked":
+        from temporal import Temporal as _Temporal
+
+        class Elsewhere(DeclarativeBase):
+            pass
+
+        # A temporal model in the process (never used): its listeners are installed.
+        type("Other", (_Temporal, Elsewhere), {
+            "__tablename__": "other", "__annotations__": {"id": Mapped[int]},
+            "id": mapped_column(primary_key=True)})
     if variant == "continuum":
         from sqlalchemy_continuum import make_versioned
 
@@ -158,10 +173,32 @@ def fill(engine: Engine, item: Any, rows: int) -> None:
         s.add_all([item(id=i, name=f"item {i}", value=0) for i in range(rows)])
 
 
+# --cpu: time CPU (user + system) instead of the wall clock: this process's, and on
+# PostgreSQL also that of the server processes serving its connections (read from
+# /proc, so the server must run on this machine). That is all the work, library and
+# database alike, without the waits a machine shared with other jobs adds (run
+# queue, disk).
+CLOCK = time.perf_counter
+_BACKENDS: set[int] = set()
+
+
+def _cpu_clock() -> float:
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _BACKENDS:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the connection closed: its time was counted while it lived
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def timed(fn: Any) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def case_orm_update(engine: Engine, base: Any, item: Any) -> float:
@@ -319,13 +356,18 @@ CASES = {
 def child(url: str, variant: str, case: str) -> None:
     base, item = models(variant, case)
     engine = create_engine(url)
+    if CLOCK is _cpu_clock and engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _backend(dbapi_connection: Any, record: Any) -> None:
+            _BACKENDS.add(dbapi_connection.info.backend_pid)
     seconds = CASES[case](engine, base, item)
     engine.dispose()
     print(json.dumps({"seconds": seconds}))
 
 
-def measure(url: str, variant: str, case: str) -> float:
-    done = subprocess.run([sys.executable, __file__, "--child", variant, case, "--url", url],
+def measure(url: str, variant: str, case: str, cpu: bool = False) -> float:
+    done = subprocess.run([sys.executable, __file__, "--child", variant, case, "--url", url,
+                           *(["--cpu"] if cpu else [])],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{variant}/{case} failed:\n{done.stderr}")
@@ -340,7 +382,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per figure (median)")
     parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
     parser.add_argument("--only", nargs="*", help="figures whose label contains a word")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time CPU (this process's and its PostgreSQL server processes') "
+                        "instead of the wall clock")
     args = parser.parse_args()
+    if args.cpu:
+        global CLOCK
+        CLOCK = _cpu_clock
     if args.child:
         child(args.url, *args.child)
         return
@@ -353,6 +401,8 @@ def main() -> None:
     pairs = [
         (f"ORM load+change+commit, {ROWS_ORM:,} rows: temporal / plain",
          ("temporal", "orm_update"), ("plain", "orm_update"), 1.5 if args.sqlite else 1.4),
+        (f"ORM load+change+commit, {ROWS_ORM:,} rows: plain model beside temporal models / "
+         "alone", ("plain+hooked", "orm_update"), ("plain", "orm_update"), 1.03),
         (f"bulk update(), {ROWS_BULK:,} rows: temporal / plain",
          ("temporal", "bulk_update"), ("plain", "bulk_update"), 3.0),
         (f"bulk delete(), {ROWS_BULK:,} rows: temporal / plain",
@@ -385,13 +435,15 @@ def main() -> None:
         for label, variant, baseline, _target in pairs:
             if "Continuum" in label and ratios[label]:
                 continue  # one round is plenty for a 50x figure
-            ratios[label].append(measure(url, *variant) / measure(url, *baseline))
+            ratios[label].append(measure(url, *variant, cpu=args.cpu)
+                                 / measure(url, *baseline, cpu=args.cpu))
     for label, _variant, _baseline, target in pairs:
         ratio = statistics.median(ratios[label])
         spread = f" [{min(ratios[label]):.2f}-{max(ratios[label]):.2f}]"
         verdict = "" if target is None else ("  ok" if ratio <= target else "  OVER")
         goal = "" if target is None else f" (target <= {target})"
-        print(f"{label}: {ratio:.2f}x{spread}{goal}{verdict}")
+        clock = " (CPU time)" if args.cpu else ""
+        print(f"{label}{clock}: {ratio:.2f}x{spread}{goal}{verdict}")
     if not args.sqlite:
         _scratch.drop(args.url, scratch)
 

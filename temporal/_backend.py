@@ -22,6 +22,8 @@ Two questions decide every versioned write:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -116,6 +118,46 @@ def ensure_sqlite_clock(conn: Connection) -> None:
         if name not in have:
             conn.exec_driver_sql(f"ALTER TABLE {SQLITE_CLOCK_TABLE} ADD COLUMN {name} REAL")
     conn.exec_driver_sql(f"INSERT OR IGNORE INTO {SQLITE_CLOCK_TABLE} (id, stamp) VALUES (1, 0)")
+
+
+@contextmanager
+def library_statements(conn: Connection, dialect: str) -> Iterator[None]:
+    """SQLite: run the library's own versioned statements past the raw writers' triggers.
+
+    Those triggers' ``WHEN`` clauses let the library's statement shapes through
+    anyway, but SQLite evaluates them for every row, reading and formatting the
+    stamp several times each: for a 5,000-row flush that was more than the
+    statements' own work. While the library's transaction holds the stamp
+    (``LIBRARY_MARK``), the marker becomes ``MAINTENANCE_MARK`` for the
+    statements inside and the triggers skip at their first test. The overlap
+    guard (``guard.py``) does not read the marker and checks every row as before.
+    No other writer can run in between (SQLite serialises writers, and the
+    change is this transaction's own); a rolled-back savepoint or transaction
+    takes the change along. Elsewhere (PostgreSQL, or inside maintenance) nothing
+    changes.
+    """
+    if dialect != "sqlite":
+        yield
+        return
+    switched = conn.exec_driver_sql(
+        f"UPDATE {SQLITE_CLOCK_TABLE} SET marker = {MAINTENANCE_MARK} "
+        f"WHERE id = 1 AND marker = {LIBRARY_MARK}").rowcount == 1
+
+    def restore() -> None:
+        conn.exec_driver_sql(f"UPDATE {SQLITE_CLOCK_TABLE} SET marker = {LIBRARY_MARK} "
+                             f"WHERE id = 1 AND marker = {MAINTENANCE_MARK}")
+
+    try:
+        yield
+    except BaseException:
+        if switched and not conn.invalidated:
+            # The rollback that must follow a failed write takes the mark along
+            # anyway; restoring it is tried, and the write's own error is the one raised.
+            with suppress(Exception):
+                restore()
+        raise
+    if switched:
+        restore()  # never left behind: a commit with the mark would let raw writers by
 
 
 def release_sqlite_stamp(dbapi_connection: Any) -> None:

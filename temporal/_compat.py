@@ -109,10 +109,37 @@ def mark_deleted(session: Session, states: list[InstanceState[Any]]) -> None:
     session._remove_newly_deleted(states)
 
 
+def commit_values(state: InstanceState[Any], values: dict[str, Any]) -> None:
+    """``set_committed_value`` for several scalar column attributes of one object at once:
+    the values become the loaded state, with no pending change."""
+    state.dict.update(values)
+    state._commit(state.dict, list(values))
+
+
 def expire_attributes(state: InstanceState[Any], keys: list[str]) -> None:
     state._expire_attributes(state.dict, keys)
 
 
+
+
+def cache_key(statement: Any) -> Any:
+    """The hashable part of a statement's SQL cache key (None: it has none).
+
+    SQLAlchemy memoizes it on the statement and computes it for its compiled
+    cache anyway, so asking here costs one lookup.
+    """
+    generate = getattr(statement, "_generate_cache_key", None)
+    found = generate() if generate is not None else None
+    return found.key if found is not None else None
+
+
+def unindexed(column: Any) -> Any:
+    """SQLite: ``+column``, the same value, which the query planner does not match to an
+    index (its documented way to steer the choice of index)."""
+    from sqlalchemy.sql import operators
+    from sqlalchemy.sql.expression import UnaryExpression
+
+    return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
 
 
 def constraint_column_names(constraint: Any) -> list[str]:

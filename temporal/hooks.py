@@ -1,16 +1,19 @@
 """Session and engine listeners that wait for the first temporal table.
 
 Importing ``temporal`` must cost plain models nothing. A ``do_orm_execute``
-listener runs for every ORM statement, a ``before_flush`` listener for every
-flush and an engine ``ConnectionEvents`` listener switches every connection to
-its event-dispatching path, whether or not a temporal model exists; the
-identity-lookup wrappers of ``_compat.py`` sit in every ``Session.get``. So the
-modules declare them here with :func:`on` and :func:`when_installed`, and they
-are registered only when the first temporal table is defined
-(:func:`install`, called by the :class:`~temporal.Temporal` mixin and by the
-Alembic operation that makes a table temporal). A process with no temporal
-model never has them; in one with temporal models, plain models pay the few
-microseconds per statement the listeners take to see a statement is not theirs.
+listener runs for every ORM statement and a ``before_flush`` listener for every
+flush, whether or not a temporal model exists; the identity-lookup wrappers of
+``_compat.py`` sit in every ``Session.get``. So the modules declare them here
+with :func:`on` and :func:`when_installed`, and they are registered only when
+the first temporal table is defined (:func:`install`, called by the
+:class:`~temporal.Temporal` mixin and by the Alembic operation that makes a
+table temporal). A process with no temporal model never has them; in one with
+temporal models, plain models pay the few microseconds per statement the
+listeners take to see a statement is not theirs (``reach.py`` answers that
+once per statement shape). No engine gets connection listeners at all: they
+would switch every connection, plain models' included, to SQLAlchemy's
+event-dispatching path for every statement; the savepoint and commit listeners
+``versioning.py`` needs are added to each connection that writes versions.
 
 Mapper events on the mixin (``unitofwork.py``) fire only for temporal models,
 the ``handle_error`` listener (``conflicts.py``) only for a failed statement,

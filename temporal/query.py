@@ -32,7 +32,7 @@ from sqlalchemy.orm.interfaces import UserDefinedOption
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter, find_tables
 
-from temporal import _compat, archival, archive_reads, hooks
+from temporal import _compat, archival, archive_reads, hooks, reach
 from temporal.association import moment_parameters, reading_past_links
 from temporal.clock import aware
 from temporal.errors import UnsupportedError
@@ -124,6 +124,9 @@ def _read_in_time(state: ORMExecuteState) -> Result[Any] | None:
         _with_archive(state)
         return None
     moment = _slice_of(state.user_defined_options)
+    if moment is None and not state.is_column_load and \
+            not reach.statement_may_read_temporal(state.statement):
+        return None  # no temporal entity anywhere in it: nothing to add
     if state.is_column_load:
         # Refreshing an object by key: with_loader_criteria stays out of these
         # loads, but a key alone would match every version.

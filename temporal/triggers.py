@@ -52,7 +52,12 @@ generation (:data:`PG_GENERATION`) and a digest, which :func:`up_to_date` compar
 **SQLite.** Triggers cannot tell one transaction from the next there, so a
 raw statement gets a stamp of its own from the library's clock table (one per
 statement, monotonic, history contiguous); inside a transaction the library
-stamped, raw statements share the library's stamp.
+stamped, raw statements share the library's stamp. SQLite evaluates a row
+trigger's ``WHEN`` clause for every row, which for the library's set-based
+statements cost more than the statements themselves, so those run with the
+clock's maintenance mark held for their duration (``_backend.library_statements``)
+and the triggers step aside at their first test; the overlap guard still checks
+every row.
 """
 
 from __future__ import annotations

@@ -27,8 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Connection, Table, event
-from sqlalchemy.orm import Mapper, Session, object_mapper
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
 
@@ -43,6 +42,7 @@ from temporal.versioning import (
     needs_generated_id,
     next_id,
     note_explicit_id,
+    pending_state,
     same_value,
     show_key,
     transaction_state,
@@ -94,56 +94,67 @@ def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> 
 @event.listens_for(Temporal, "before_update", propagate=True)
 def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
     state = instance_state(target)
-    tables = versioned_tables(mapper)
     columns = _writable_columns(mapper)
-    values: dict[Table, dict[str, Any]] = {t: {} for t in tables}
-    attrs: dict[Table, dict[str, str]] = {t: {} for t in tables}
+    new_values = state.dict
+    changed: list[tuple[Column[Any], str, Any]] = []
     for attr_key, old in _compat.modified_attributes(state):
         column = columns.get(attr_key)
         if column is None:
             continue
-        new = state.dict.get(attr_key)
+        new = new_values.get(attr_key)
         if old is not _compat.NO_VALUE and same_value(old, new):
             continue
-        _refuse_slice(state, "change")
-        if column.name == CREATED_AT and isinstance(old, datetime) and \
-                isinstance(new, datetime) and new < old:
-            # session.merge() of an object read before a concurrent change: its
-            # values were computed from a version that is no longer current.
-            assert state.key is not None
-            raise ConflictError(
-                f"cannot change {mapper.class_.__name__} {show_key(state.key[1])}: the merged "
-                f"object holds the version from {new.isoformat()}, but a concurrent "
-                f"transaction wrote one from {old.isoformat()}; re-read it and retry"
-            )
-        if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
-            raise UnsupportedError(
-                f"{mapper.class_.__name__}.{attr_key} cannot be changed: "
-                + ("temporal maintains the period columns"
-                   if column.name in (CREATED_AT, EXPIRED_AT) else
-                   "the key names the entity; delete it and insert a new one instead")
-            )
-        assert isinstance(column.table, Table)
-        values[column.table][column.name] = new
-        attrs[column.table][column.name] = attr_key
-    if not any(values.values()):
+        _check_change(mapper, state, column, attr_key, old, new)
+        changed.append((column, attr_key, new))
+    if not changed:
         return
-    for table in tables:
-        for name, attr in attrs[table].items():
-            # the ORM now sees nothing to UPDATE
-            set_committed_value(target, attr, values[table][name])
+    # The ORM now sees nothing to UPDATE.
+    _compat.commit_values(state, {attr_key: new for _, attr_key, new in changed})
     assert state.key is not None
     tx = transaction_state(connection)
-    read = state.dict.get(CREATED_AT)  # the version these values were computed from
-    in_step = len(tables) > 1
-    for table in tables:
-        if values[table] or in_step:
-            tx.pending.setdefault(table, []).append(
-                _Change(state, state.key[1], values[table], attrs[table], read, in_step))
+    read = new_values.get(CREATED_AT)  # the version these values were computed from
+    tables = versioned_tables(mapper)
+    key = state.key[1]
+    if len(tables) == 1:
+        tx.pending.setdefault(tables[0], []).append(_Change(
+            state, key, {c.name: new for c, _, new in changed},
+            {c.name: a for c, a, _ in changed}, read))
+        return
+    for table in tables:  # joined-table inheritance: every table gets a version
+        tx.pending.setdefault(table, []).append(_Change(
+            state, key, {c.name: new for c, _, new in changed if c.table is table},
+            {c.name: a for c, a, _ in changed if c.table is table}, read, in_step=True))
+
+
+def _check_change(mapper: Mapper[Any], state: InstanceState[Any], column: Column[Any],
+                  attr_key: str, old: Any, new: Any) -> None:
+    """Refuse a change temporal cannot version (ConflictError for a stale merge)."""
+    _refuse_slice(state, "change")
+    if column.name == CREATED_AT and isinstance(old, datetime) and \
+            isinstance(new, datetime) and new < old:
+        # session.merge() of an object read before a concurrent change: its
+        # values were computed from a version that is no longer current.
+        assert state.key is not None
+        raise ConflictError(
+            f"cannot change {mapper.class_.__name__} {show_key(state.key[1])}: the merged "
+            f"object holds the version from {new.isoformat()}, but a concurrent "
+            f"transaction wrote one from {old.isoformat()}; re-read it and retry"
+        )
+    if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key:
+        raise UnsupportedError(
+            f"{mapper.class_.__name__}.{attr_key} cannot be changed: "
+            + ("temporal maintains the period columns"
+               if column.name in (CREATED_AT, EXPIRED_AT) else
+               "the key names the entity; delete it and insert a new one instead")
+        )
 
 
 @event.listens_for(Temporal, "after_update", propagate=True)
 def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    # Runs for every updated object; only the first of a flush finds a batch to write.
+    tx = pending_state(connection)
+    if tx is None or not tx.pending:
+        return
     for table in versioned_tables(mapper):
         _write_batch(mapper, connection, table)
 
@@ -153,26 +164,30 @@ def _write_batch(mapper: Mapper[Any], connection: Connection, table: Table) -> N
     batch = tx.pending.pop(table, None)
     if not batch:
         return
-    by_key = {c.key: c for c in batch}
     read = {c.key: c.read for c in batch if c.read is not None}
     written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read,
                              in_step={c.key for c in batch if c.in_step})
-    onupdate = [c for c in table.c if c.onupdate is not None]
-    for key, change in by_key.items():
-        row = written.get(key)
+    onupdate = [(c, mapper.get_property_by_column(c).key,
+                 getattr(c.onupdate, "is_clause_element", False))
+                for c in table.c if c.onupdate is not None]
+    period = {CREATED_AT: tx.stamp}
+    for change in batch:
+        row = written.get(change.key)
         if row is None:
             continue
-        obj = change.state.obj()
-        if obj is None:
+        if change.state.obj() is None:
             continue
-        set_committed_value(obj, CREATED_AT, tx.stamp)
-        for col in onupdate:
+        values = period
+        expire = []
+        for col, attr_key, is_sql in onupdate:
             if col.name not in change.values:
-                prop = mapper.get_property_by_column(col)
-                if getattr(col.onupdate, "is_clause_element", False):
-                    _compat.expire_attributes(change.state, [prop.key])
+                if is_sql:
+                    expire.append(attr_key)
                 else:
-                    set_committed_value(obj, prop.key, row[col.name])
+                    values = {**values, attr_key: row[col.name]}
+        _compat.commit_values(change.state, values)
+        if expire:
+            _compat.expire_attributes(change.state, expire)
 
 
 @event.listens_for(Temporal, "before_delete", propagate=True)
@@ -185,19 +200,19 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, target: Any) -> 
 
 @hooks.on(Session, "before_flush")
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    for obj in session.dirty:
+    dirty = list(session.dirty)
+    for obj in dirty:
         state = instance_state(obj)
         if state.key is not None and is_slice_token(state.key[2]) and \
                 (session.is_modified(obj, include_collections=False) or changes_links(obj)):
             _refuse_slice(state, "change")
-    _promote_orphans(session)
+    _promote_orphans(session, dirty)
     doomed: dict[Mapper[Any], list[InstanceState[Any]]] = defaultdict(list)
     for obj in session.deleted:
         state = instance_state(obj)
         _refuse_slice(state, "delete")
-        mapper = object_mapper(obj)
-        if is_temporal_table(mapper.local_table):
-            doomed[mapper].append(state)
+        if is_temporal_table(state.mapper.local_table):
+            doomed[state.mapper].append(state)
     for mapper, states in doomed.items():
         conn = session.connection(bind_arguments={"mapper": mapper})
         tx = transaction_state(conn)
@@ -207,9 +222,10 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             expire_versions(conn, table, [st.key[1] for st in states],  # type: ignore[index]
                             tx, read)
         end_links(conn, mapper, states)
-    # Only now: the SQL above needed every key, and from here the ORM treats
-    # them as deleted (restored on rollback) without emitting a DELETE.
-    _compat.mark_deleted(session, [state for states in doomed.values() for state in states])
+    if doomed:
+        # Only now: the SQL above needed every key, and from here the ORM treats
+        # them as deleted (restored on rollback) without emitting a DELETE.
+        _compat.mark_deleted(session, [state for states in doomed.values() for state in states])
 
 
 @functools.cache
@@ -230,10 +246,10 @@ def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
                  if rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table))
 
 
-def _promote_orphans(session: Session) -> None:
+def _promote_orphans(session: Session, dirty: list[Any]) -> None:
     """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
-    for obj in list(session.dirty) + list(session.new):
-        for rel in _orphaning_relationships(object_mapper(obj)):
+    for obj in dirty + list(session.new):
+        for rel in _orphaning_relationships(instance_state(obj).mapper):
             history = instance_state(obj).attrs[rel.key].history
             for child in history.deleted or ():
                 state = instance_state(child)

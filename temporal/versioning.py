@@ -31,19 +31,20 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     Column,
     Connection,
-    Engine,
     Table,
     and_,
     bindparam,
     cast,
     column,
     delete,
+    event,
     func,
     insert,
     literal,
@@ -59,7 +60,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
-from temporal import _backend, catalog, hooks
+from temporal import _backend, _compat, catalog
 from temporal.errors import ConflictError
 from temporal.model import CREATED_AT, EXPIRED_AT, key_columns
 
@@ -100,10 +101,17 @@ def transaction_state(conn: Connection) -> _Tx:
     if tx is None:
         tx = _Tx(stamp=_backend.read_stamp(conn), dialect=_backend.dialect_name(conn))
         _transactions[root] = tx
+        _follow(conn)
     elif tx.reassert:
         tx.reassert = False
         tx.stamp = _backend.reassert_stamp(conn, tx.stamp)
     return tx
+
+
+def pending_state(conn: Connection) -> _Tx | None:
+    """``conn``'s transaction state if it has one already (never stamps, never begins)."""
+    root = conn.get_transaction()
+    return _transactions.get(root) if root is not None else None
 
 
 def wrote_versions(conn: Connection) -> bool:
@@ -113,7 +121,18 @@ def wrote_versions(conn: Connection) -> bool:
     return tx is not None and bool(tx.written)
 
 
-@hooks.on(Engine, "rollback_savepoint")
+def _follow(conn: Connection) -> None:
+    """Listen to ``conn``'s savepoint rollbacks and commits from now on.
+
+    On this connection only, not on every engine: an engine-wide listener would
+    switch every connection of the process, plain models' included, to the
+    slower event-dispatching path for every statement.
+    """
+    if not event.contains(conn, "rollback_savepoint", _forget_savepoint):
+        event.listen(conn, "rollback_savepoint", _forget_savepoint)
+        event.listen(conn, "commit", _release_stamp)
+
+
 def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
     """A rolled-back savepoint takes this transaction's scratch state with it.
 
@@ -134,7 +153,6 @@ def _forget_savepoint(conn: Connection, name: Any, context: Any) -> None:
         tx.reassert = True
 
 
-@hooks.on(Engine, "commit")
 def _release_stamp(conn: Connection) -> None:
     """SQLite: a committing library transaction stops lending its stamp to raw statements."""
     root = conn.get_transaction()
@@ -242,13 +260,26 @@ def _groups(changes: dict[Key, dict[str, Any]]
     """
     groups: dict[Any, list[Key]] = defaultdict(list)
     expressions: dict[Any, dict[str, Any]] = {}
+    plain: dict[tuple[str, ...], Any] = {}  # the names a change sets, in its order -> signature
     for key, values in changes.items():
+        if all(type(v) in _SCALARS for v in values.values()):  # the common case, fast
+            shape = tuple(values)
+            signature = plain.get(shape)
+            if signature is None:
+                signature = plain[shape] = (tuple(sorted(shape)), ())
+                expressions[signature] = {}
+            groups[signature].append(key)
+            continue
         names = tuple(sorted(n for n, v in values.items() if not _is_sql(v)))
         sql = {n: v for n, v in values.items() if _is_sql(v)}
         signature = (names, tuple(sorted((n, id(v)) for n, v in sql.items())))
         groups[signature].append(key)
         expressions[signature] = sql
     return [(sig[0], expressions[sig], keys) for sig, keys in groups.items()]
+
+
+# Types whose values are never SQL expressions (a shortcut past _is_sql).
+_SCALARS = frozenset({int, str, float, bool, type(None), bytes, Decimal, datetime, date})
 
 
 def _is_sql(value: Any) -> bool:
@@ -317,16 +348,18 @@ def _as_json_rows(columns: list[Column[Any]], rows: list[tuple[Any, ...]],
                   dialect: Any) -> str | None:
     """SQLite: ``rows`` bound as their columns would bind them, as a JSON array of arrays
     (None when a bound value is not a str, int or finite float)."""
-    processors = [c.type.bind_processor(dialect) for c in columns]
-    out = []
-    for row in rows:
-        bound = [p(v) if p is not None else v for p, v in zip(processors, row, strict=True)]
-        for v in bound:
-            if not (v is None or isinstance(v, (str, int)) or
-                    (isinstance(v, float) and math.isfinite(v))):
+    by_column = []
+    for i, c in enumerate(columns):
+        process = c.type.bind_processor(dialect)
+        values = [r[i] for r in rows] if process is None else [process(r[i]) for r in rows]
+        for v in values:
+            kind = type(v)
+            if kind is int or kind is str or v is None:
+                continue
+            if not (isinstance(v, (str, int)) or (isinstance(v, float) and math.isfinite(v))):
                 return None
-        out.append(bound)
-    return json.dumps(out)
+        by_column.append(values)
+    return json.dumps(list(zip(*by_column, strict=True)))
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
@@ -354,11 +387,18 @@ def write_versions(
     except for keys ``in_step`` (the tables of a joined-table hierarchy, which
     get their versions together).
     """
-    read = read or {}
-    in_step = in_step or set()
+    with _backend.library_statements(conn, tx.dialect):
+        return _write_versions(conn, table, changes, tx, read or {}, in_step or set())
+
+
+def _write_versions(
+    conn: Connection, table: Table, changes: dict[Key, dict[str, Any]], tx: _Tx,
+    read: dict[Key, datetime], in_step: set[Key],
+) -> dict[Key, dict[str, Any]]:
     remaining = dict(changes)
     written: dict[Key, dict[str, Any]] = {}
     changed_names = sorted({name for values in changes.values() for name in values})
+    defaults = _onupdate_columns(table)
     for _ in range(_PASSES):
         old_rows = _expire(conn, table, list(remaining), tx, read,
                            returning=[table.c[n] for n in changed_names])
@@ -370,7 +410,8 @@ def write_versions(
                     all(same_value(old[name], value) for name, value in values.items()):
                 unchanged.append((*key, old[CREATED_AT]))
                 continue
-            values = {**values, **onupdate_values(table, values)}
+            if defaults:
+                values = {**values, **onupdate_values(table, values, defaults)}
             fresh[key] = values
             written[key] = values
         if unchanged:
@@ -395,8 +436,13 @@ def expire_versions(
     read: dict[Key, datetime] | None = None,
 ) -> None:
     """Delete: expire the current versions of ``keys`` (removing this transaction's own)."""
-    read = read or {}
-    remaining = list(keys)
+    with _backend.library_statements(conn, tx.dialect):
+        _expire_versions(conn, table, list(keys), tx, read or {})
+
+
+def _expire_versions(
+    conn: Connection, table: Table, remaining: list[Key], tx: _Tx, read: dict[Key, datetime],
+) -> None:
     for _ in range(_PASSES):
         expired = _expire(conn, table, remaining, tx, read)
         left: dict[Key, Any] = {k: {} for k in remaining if k not in expired}
@@ -422,18 +468,25 @@ def _expire(
     Returns, per expired key, its ``created_at`` and the ``returning`` columns.
     ``read`` is only given by the unit of work, whose flush rolls back on error.
     """
-    returned = [*key_columns(table), table.c[CREATED_AT], *returning]
+    width = len(key_columns(table))
+    names = [CREATED_AT, *(c.name for c in returning)]
+    started: Any = table.c[CREATED_AT]
+    if tx.dialect == "sqlite":
+        # Not the primary key (key, created_at), which would visit every version of
+        # each key: the current-row index finds the one current version.
+        started = _compat.unindexed(started)
     tx.written.add(table)
     rows: dict[Key, dict[str, Any]] = {}
     for selection in matching(table, keys, tx.dialect):
         stmt = (
             update(table)
-            .where(selection, current(table), table.c[CREATED_AT] < tx.stamp)
+            .where(selection, current(table), started < tx.stamp)
             .values(period_values(table, tx.stamp))
-            .returning(*returned)
+            .returning(*key_columns(table), table.c[CREATED_AT], *returning)
         )
-        for row in execute(conn, stmt).mappings():
-            rows[key_of(row, table)] = dict(row)
+        # Plain tuples: a Row mapping per row costs more than the statement here.
+        for row in execute(conn, stmt):
+            rows[row[:width]] = dict(zip(names, row[width:], strict=True))
     for key, row in rows.items():
         # Checked after the fact: raising here fails the flush, which rolls
         # back everything it wrote, this UPDATE included.
@@ -522,16 +575,23 @@ def _restore(conn: Connection, table: Table, versions: list[tuple[Any, ...]], tx
                 .values(period_values(table, None)))
 
 
-def onupdate_values(table: Table, changed: dict[str, Any]) -> dict[str, Any]:
+def _onupdate_columns(table: Table) -> list[Column[Any]]:
+    return [col for col in table.c
+            if col.onupdate is not None and col.name not in (CREATED_AT, EXPIRED_AT)]
+
+
+def onupdate_values(table: Table, changed: dict[str, Any],
+                    columns: list[Column[Any]] | None = None) -> dict[str, Any]:
     """Values of ``onupdate=`` defaults for the columns a change does not set.
 
     Python scalars and callables give values, SQL expressions (``func.now()``)
     stay expressions, evaluated by the statement that writes the version.
+    ``columns``: the table's columns with such defaults, if the caller has them.
     """
     out: dict[str, Any] = {}
-    for col in table.c:
+    for col in _onupdate_columns(table) if columns is None else columns:
         default = col.onupdate
-        if default is None or col.name in changed or col.name in (CREATED_AT, EXPIRED_AT):
+        if default is None or col.name in changed:
             continue
         arg = getattr(default, "arg", None)
         if getattr(default, "is_callable", False):

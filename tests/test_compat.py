@@ -183,6 +183,7 @@ def hooked():
     return {"do_orm_execute": len(session.dispatch.do_orm_execute),
             "before_flush": len(session.dispatch.before_flush),
             "rollback_savepoint": len(engine.dispatch.rollback_savepoint),
+            "commit": len(engine.dispatch.commit),
             "get wrapped": Session._get_impl.__module__ != "sqlalchemy.orm.session"}
 
 print(hooked())
@@ -201,14 +202,16 @@ print(hooked())
 
 
 def test_importing_temporal_hooks_nothing_until_a_temporal_model_exists() -> None:
-    """Session and engine listeners (and the identity-lookup wrappers) arrive with the
-    first temporal table: a process of plain models that imported temporal runs exactly
-    SQLAlchemy's own code on every statement and flush."""
+    """Session listeners (and the identity-lookup wrappers) arrive with the first
+    temporal table: a process of plain models that imported temporal runs exactly
+    SQLAlchemy's own code on every statement and flush. Engines never get connection
+    listeners (those follow the connections that write versions), so even beside
+    temporal models plain statements keep SQLAlchemy's event-free execution path."""
     done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
                           check=True)
     before, plain, after = done.stdout.strip().splitlines()
     nothing = {"do_orm_execute": 0, "before_flush": 0, "rollback_savepoint": 0,
-               "get wrapped": False}
+               "commit": 0, "get wrapped": False}
     assert before == plain == repr(nothing)
-    assert after == repr({"do_orm_execute": 2, "before_flush": 1, "rollback_savepoint": 1,
-                          "get wrapped": True})
+    assert after == repr({"do_orm_execute": 2, "before_flush": 1, "rollback_savepoint": 0,
+                          "commit": 0, "get wrapped": True})
