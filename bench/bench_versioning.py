@@ -133,7 +133,7 @@ def fast_fill(engine: Engine, item: Any, rows: int, history: int = 0,
         order = [(i, h) for i in range(rows) for h in range(history + 1)]
     else:
         order = [(i, h) for h in range(history + 1) for i in range(rows)]
-    with engine.begin() as conn:
+    with engine.begin() as conn, _forging(conn):  # stamped by hand, history included
         for i, h in order:
             batch.append(version(i, h) if temporal else
                          {"id": i, "name": f"item {i}", "value": i})
