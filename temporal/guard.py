@@ -17,10 +17,10 @@ every writer, the library included:
   key and leaves the period inside the old one (an expire, the versioning of a
   raw UPDATE, an in-place change) cannot create an overlap, since the old period
   overlapped nothing: the update trigger's ``WHEN`` clause lets it through
-  without calling any trigger code or capturing the rows (a statement-level
-  probe of every expired row measured 1.5-2x the cost of the bare expire, see
-  ``bench/bench_guard.py``); a period that grows, moves earlier or changes key
-  is probed. The probes run after the statement, with a snapshot that
+  without calling any trigger code or capturing the rows (the statement-level
+  probe of every updated row that version 1 of the guard ran added ~30% to a
+  bulk delete, ``bench/bench_guard.py``); a period that grows, moves earlier or
+  changes key is probed. The probes run after the statement, with a snapshot that
   sees every commit before it (READ COMMITTED; under REPEATABLE READ the key's
   old current version is still in view and overlaps, so it refuses too). A
   library writer cannot slip past it concurrently: a version only closes under
@@ -31,7 +31,8 @@ every writer, the library included:
   versioning triggers refuse them); an exclusion constraint would refuse even that, but
   ``bench/bench_guard.py`` measured it at 3-5x the cost of the whole bulk
   statement (every expire and insert maintains a GiST index over all of
-  history), against +40-90% for the trigger.
+  history), against +25% on a bulk update and nothing measurable on a bulk
+  delete for the triggers.
 * **SQLite**: ``BEFORE INSERT`` and ``BEFORE UPDATE OF created_at, expired_at``
   triggers ``<table>_no_overlap_insert`` / ``_update`` raise an error for a
   negative period and for a version that overlaps another version of its key
