@@ -172,3 +172,84 @@ def test_catalog_downgrade_below_the_guards_removes_them_and_upgrade_brings_them
     catalog.upgrade(db)
     with db.connect() as conn:
         assert guard.installed(conn, "customers") and guard.installed(conn, "lines")
+
+
+def _downgrade_to_guard_1(engine: Engine) -> None:
+    """Make the guard look like version 1's: no version mark (and on PostgreSQL its
+    statement-level update trigger, which probed every updated row)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("COMMENT ON FUNCTION customers_no_overlap() IS NULL")
+            conn.exec_driver_sql("DROP TRIGGER customers_no_overlap_update ON customers")
+            conn.exec_driver_sql("DROP FUNCTION customers_no_overlap_update()")
+            conn.exec_driver_sql(
+                "CREATE TRIGGER customers_no_overlap_update AFTER UPDATE ON customers "
+                "REFERENCING NEW TABLE AS temporal_written FOR EACH STATEMENT "
+                "EXECUTE FUNCTION customers_no_overlap()")
+        else:
+            sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'trigger' "
+                                       "AND name = 'customers_no_overlap_update'").scalar_one()
+            conn.exec_driver_sql("DROP TRIGGER customers_no_overlap_update")
+            conn.exec_driver_sql(sql.replace(f"/* {guard.VERSION} */", ""))
+        assert guard.installed(conn, "customers") and not guard.up_to_date(conn, "customers")
+
+
+def test_db_upgrade_replaces_an_older_guard(db: Engine) -> None:
+    _downgrade_to_guard_1(db)
+    catalog.upgrade(db)
+    with db.connect() as conn:
+        assert guard.up_to_date(conn, "customers") and guard.up_to_date(conn, "lines")
+        if db.dialect.name == "postgresql":  # the update trigger is row-level again
+            assert conn.exec_driver_sql(
+                "SELECT tgtype & 1 = 1 AND tgqual IS NOT NULL FROM pg_trigger "
+                "WHERE tgname = 'customers_no_overlap_update'").scalar_one()
+    (start, _), = _versions(db, 1)
+    with pytest.raises(sa.exc.IntegrityError):  # and it guards as before
+        _raw_insert(db, 1, start - timedelta(days=1), start + timedelta(seconds=1))
+    catalog.upgrade(db)  # up to date: nothing to replace
+    with db.connect() as conn:
+        assert guard.up_to_date(conn, "customers")
+
+
+def test_an_update_that_moves_a_period_earlier_into_another_version_is_refused(
+        db: Engine) -> None:
+    with Session(db) as s, s.begin():
+        s.get(Customer, 1).name = "a2"
+    (first, ended), (second, _) = _versions(db, 1)
+    with pytest.raises(sa.exc.IntegrityError), db.begin() as conn, triggers.maintenance(conn):
+        conn.execute(text("UPDATE customers SET created_at = :moment WHERE id = 1 "
+                          "AND expired_at IS NULL"),
+                     {"moment": first + (ended - first) / 2})
+    assert _versions(db, 1)[1][0] == second
+    # Shortening it from the other end is fine (nothing can overlap a shorter period).
+    with db.begin() as conn, triggers.maintenance(conn):
+        conn.execute(text("UPDATE customers SET created_at = :moment WHERE id = 1 "
+                          "AND expired_at IS NULL"), {"moment": second + timedelta(seconds=1)})
+    assert _versions(db, 1)[1][0] == second + timedelta(seconds=1)
+
+
+@pytest.mark.postgres
+def test_an_expire_is_not_probed_but_a_period_that_grows_or_changes_key_is(
+        pg_engine: Engine) -> None:
+    Base.metadata.create_all(pg_engine)
+    with Session(pg_engine) as s, s.begin():
+        s.add_all([Customer(id=1, name="a"), Customer(id=2, name="b")])
+    (start, _), = _versions(pg_engine, 1)
+    with pg_engine.begin() as conn:  # forged corrupt history the insert probe would refuse
+        conn.exec_driver_sql("ALTER TABLE customers DISABLE TRIGGER customers_no_overlap_insert")
+        _forge = (f"INSERT INTO customers (id, name, tier, status, revision_note, created_at, "
+                  f"expired_at) VALUES (1, 'raw', 'basic', 'active', 'x', "
+                  f"{_stamp(pg_engine, start - timedelta(days=1))}, "
+                  f"{_stamp(pg_engine, start + timedelta(days=1))})")
+        with triggers.maintenance(conn):
+            conn.exec_driver_sql(_forge)
+        conn.exec_driver_sql("ALTER TABLE customers ENABLE TRIGGER customers_no_overlap_insert")
+    with Session(pg_engine) as s, s.begin():  # expiring only shortens: no probe
+        s.delete(s.get(Customer, 1))
+    with pytest.raises(sa.exc.IntegrityError, match="two versions of one key"), \
+            pg_engine.begin() as conn, triggers.maintenance(conn):  # growing is probed
+        conn.exec_driver_sql("UPDATE customers SET expired_at = NULL WHERE id = 1 "
+                             "AND name = 'a'")
+    with pytest.raises(sa.exc.IntegrityError, match="two versions of one key"), \
+            pg_engine.begin() as conn, triggers.maintenance(conn):  # so is a new key
+        conn.exec_driver_sql("UPDATE customers SET id = 2 WHERE id = 1 AND name = 'raw'")
