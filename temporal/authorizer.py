@@ -28,6 +28,7 @@ from temporal.sandbox import (
     Sandboxed,
     clash_message,
     first_line,
+    order_refusal,
     per_run_refusal,
     statement_text,
 )
@@ -74,6 +75,45 @@ def _sqlite_tree(body: str) -> None:
         shown = _per_run(node)
         if shown is not None:
             raise per_run_refusal(shown)
+        order = _storage_order(node)
+        if order is not None:
+            raise order_refusal(order, "group_concat(x) FROM (SELECT x ... ORDER BY x), or "
+                                "ORDER BY before LIMIT")
+
+
+# Aggregates whose answer is in the order rows arrive (SQLite keeps no DISTINCT order).
+_SQLITE_ORDER_SENSITIVE = ("GroupConcat", "JSONArrayAgg", "JSONObjectAgg")
+
+
+def _storage_order(node: Any) -> str | None:
+    """Why ``node`` answers in the order rows are stored (None: it does not)."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Select):
+        if (node.args.get("limit") or node.args.get("offset")) and not node.args.get("order"):
+            return "LIMIT/OFFSET without ORDER BY"
+        return None
+    if type(node).__name__ in _SQLITE_ORDER_SENSITIVE and \
+            not isinstance(node.this, exp.Order):
+        window = node.parent if isinstance(node.parent, exp.Window) else None
+        if window is not None and (window.args.get("order") or window.args.get("alias")):
+            return None
+        if _from_ordered_subquery(node.find_ancestor(exp.Select)):
+            return None  # SELECT group_concat(x) FROM (SELECT ... ORDER BY ...): SQLite's idiom
+        return f"{node.sql(dialect='sqlite').split('(', 1)[0].lower()}() without ORDER BY"
+    return None
+
+
+def _from_ordered_subquery(select: Any) -> bool:
+    """Does ``select`` read one ordered subquery and nothing else?"""
+    from sqlglot import exp
+
+    if select is None or select.args.get("joins"):
+        return False
+    source = select.args.get("from_") or select.args.get("from")
+    inner = source.this if source is not None else None
+    return isinstance(inner, exp.Subquery) and isinstance(inner.this, exp.Select) and \
+        bool(inner.this.args.get("order"))
 
 
 # SQLite's date and time functions: 'now', no time at all, or a conversion through the

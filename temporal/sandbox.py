@@ -105,6 +105,48 @@ def _pg_per_run(name: str, arguments: int) -> bool:
     return name in PG_PER_RUN or name.startswith(_PG_PER_RUN_PREFIXES)
 
 
+# Aggregates and window functions whose answer depends on the order rows arrive in:
+# without an ORDER BY that is the order they are stored in, which moves as history is
+# written (an expired version is rewritten elsewhere), so a re-export would differ.
+_PG_ORDER_SENSITIVE = frozenset({
+    "array_agg", "string_agg", "json_agg", "jsonb_agg", "json_agg_strict", "jsonb_agg_strict",
+    "json_object_agg", "jsonb_object_agg", "json_object_agg_strict", "jsonb_object_agg_strict",
+    "json_object_agg_unique", "jsonb_object_agg_unique", "xmlagg",
+})
+_PG_ORDER_SENSITIVE_WINDOWS = frozenset({
+    "row_number", "first_value", "last_value", "nth_value", "lag", "lead", "ntile",
+})
+
+
+def _pg_order_problem(node: Any) -> str | None:
+    """Why ``node`` (a FuncCall or a SelectStmt) answers in storage order (None: it does not)."""
+    from pglast import ast
+
+    if isinstance(node, ast.SelectStmt):
+        if (node.limitCount is not None or node.limitOffset is not None) and not node.sortClause:
+            return "LIMIT/OFFSET without ORDER BY"
+        if node.distinctClause and node.distinctClause != (None,) and not node.sortClause:
+            return "DISTINCT ON without ORDER BY"
+        return None
+    name = _qualified(node.funcname or ())[1].lower()
+    over = node.over
+    if over is not None:
+        if over.orderClause or over.name or over.refname:
+            return None  # ordered (a named window is not inspected)
+        if name in _PG_ORDER_SENSITIVE_WINDOWS or name in _PG_ORDER_SENSITIVE:
+            return f"{name}() OVER a window without ORDER BY"
+        return None
+    if name in _PG_ORDER_SENSITIVE and not node.agg_order and not node.agg_distinct:
+        return f"{name}() without ORDER BY"
+    return None
+
+
+def order_refusal(shown: str, example: str = "array_agg(x ORDER BY x)") -> QueryError:
+    return QueryError(f"{shown} takes rows in the order they are stored, which changes as "
+                      "history is written, so this export could never be reproduced or "
+                      f"verified; add an ORDER BY (e.g. {example})")
+
+
 def per_run_refusal(shown: str) -> QueryError:
     return QueryError(f"{shown} answers differently from run to run (it reads the clock, the "
                       "session or the server's state, not the data), so this export could "
@@ -206,6 +248,9 @@ def _pg_tree(body: str, what: str = "the query", per_run: bool = True) -> _Tree:
                                  ast.MergeStmt)):
                 problems.append(f"{what} holds a data-modifying {_statement_name(node)}")
             elif isinstance(node, ast.SelectStmt):
+                order = _pg_order_problem(node) if per_run else None
+                if order is not None:
+                    problems.append(str(order_refusal(order)))
                 if node.intoClause is not None:
                     problems.append("SELECT INTO creates a table; a query may only read")
                 if node.lockingClause:
@@ -216,6 +261,9 @@ def _pg_tree(body: str, what: str = "the query", per_run: bool = True) -> _Tree:
             elif isinstance(node, ast.FuncCall):
                 schema, name = _qualified(node.funcname or ())
                 tree.functions.add((schema, name))
+                order = _pg_order_problem(node) if per_run else None
+                if order is not None:
+                    problems.append(str(order_refusal(order)))
                 # Built-ins are pinned (never in pg_depend): judged by name and arity here.
                 if per_run and schema in (None, "pg_catalog") and \
                         _pg_per_run(name, len(node.args or ())):
