@@ -1,6 +1,6 @@
-"""Attacks on the --query rewrite of default-schema names and the refusal of
-values that change from run to run, by an outside reviewer. Each test states what
-should hold."""
+"""Attacks on --query by an outside reviewer: the rewrite of default-schema names, values
+that change from run to run, answers taken in storage order, names in another case.
+Each test states what must hold for an export to be reproducible and safe."""
 
 from __future__ import annotations
 
@@ -311,3 +311,98 @@ def test_sqlite_shadowing_after_the_rewrite_is_refused_with_a_reason(
              "SELECT main.customers.id FROM main.customers "
              "WHERE main.customers.id = (SELECT main.customers.id FROM orders customers)",
              "beside a CTE or an alias named customers")
+
+
+# -- 6. storage order: aggregates and LIMIT without ORDER BY --------------------------------
+
+
+def _later_change(engine: Engine) -> None:
+    """A change after the moment: the as-of version of customer 1 is rewritten (expired)."""
+    from sqlalchemy.orm import Session
+
+    from tests.models import Customer
+
+    with Session(engine) as s, s.begin():
+        customer = s.get(Customer, 1)
+        assert customer is not None
+        customer.score = (customer.score or 0) + 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("query", [
+    "SELECT string_agg(name, ',') AS names FROM customers",
+    "SELECT array_agg(id) AS ids FROM customers",
+    "SELECT json_agg(c) AS j FROM customers c",
+    "SELECT name FROM customers LIMIT 1",
+    "SELECT id FROM customers OFFSET 1",
+    "SELECT DISTINCT ON (status) name FROM customers",
+    "SELECT name, row_number() OVER () AS n FROM customers",
+    "SELECT name, first_value(name) OVER (PARTITION BY status) AS f FROM customers",
+    "SELECT (SELECT string_agg(tier, ',') FROM customers) AS x",
+])
+def test_pg_storage_order_is_refused(
+    pg: tuple[Engine, datetime], tmp_path: Path, query: str
+) -> None:
+    engine, moment = pg
+    _refused(engine, moment, tmp_path, query, "order they are stored")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("query", [
+    "SELECT string_agg(name, ',' ORDER BY name) AS names FROM customers",
+    "SELECT string_agg(DISTINCT name, ',') AS names FROM customers",
+    "SELECT name FROM customers ORDER BY id LIMIT 1",
+    "SELECT DISTINCT status FROM customers",
+    "SELECT name, row_number() OVER (ORDER BY id) AS n FROM customers",
+    "SELECT name, count(*) OVER (PARTITION BY status) AS n FROM customers",
+])
+def test_pg_ordered_aggregates_export_and_verify_after_later_history(
+    pg: tuple[Engine, datetime], tmp_path: Path, query: str
+) -> None:
+    """With an ORDER BY the answer is the data's; a change after the moment moves rows on
+    disk and the export still verifies."""
+    engine, moment = pg
+    out = _out(tmp_path)
+    export(engine, out, as_of=moment, query=query)
+    _later_change(engine)
+    assert verify(out / "manifest.json", engine).ok
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT group_concat(name) AS names FROM customers",
+    "SELECT group_concat(DISTINCT name) AS names FROM customers",
+    "SELECT json_group_array(name) AS names FROM customers",
+    "SELECT name FROM customers LIMIT 1",
+    "SELECT (SELECT group_concat(tier) FROM customers) AS x",
+])
+def test_sqlite_storage_order_is_refused(
+    lite: tuple[Engine, datetime], tmp_path: Path, query: str
+) -> None:
+    engine, moment = lite
+    _refused(engine, moment, tmp_path, query, "order they are stored")
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT group_concat(name) AS names FROM (SELECT name FROM customers ORDER BY name)",
+    "SELECT name FROM customers ORDER BY id LIMIT 1",
+    "SELECT count(id) AS n FROM customers",
+])
+def test_sqlite_ordered_answers_export(
+    lite: tuple[Engine, datetime], tmp_path: Path, query: str
+) -> None:
+    engine, moment = lite
+    out = _out(tmp_path)
+    export(engine, out, as_of=moment, query=query)
+    _later_change(engine)
+    assert verify(out / "manifest.json", engine).ok
+
+
+@pytest.mark.xfail(strict=True, reason="finding, not fixed: SQLite's count-of-view "
+                   "optimisation reads the archived table with no view or schema named")
+def test_sqlite_count_star_of_an_archived_table(
+    lite: tuple[Engine, datetime], tmp_path: Path
+) -> None:
+    """A bare count(*) of a table with an archive (a UNION ALL view) is refused as
+    'None.customers is spelled with its schema' (on main too)."""
+    engine, moment = lite
+    assert _exported(engine, moment, tmp_path, "SELECT count(*) AS n FROM customers") == [["2"]]
