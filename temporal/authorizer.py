@@ -168,13 +168,8 @@ class _Clockless:
     def rewrite(self, body: str) -> str:
         """``body`` calling the checked functions in place of SQLite's date functions."""
         from sqlglot import TokenType
-        from sqlglot.dialects.sqlite import SQLite
-        from sqlglot.errors import SqlglotError
 
-        try:
-            tokens = SQLite().tokenize(body)
-        except SqlglotError:
-            return body
+        tokens = _tokens(body)
         calls = [t for i, t in enumerate(tokens[:-1])
                  if t.text.lower() in self.names
                  and tokens[i + 1].token_type == TokenType.L_PAREN
@@ -289,30 +284,34 @@ def _unqualified(body: str, shadows: dict[str, Table]) -> str:
     text reads is checked afterwards like any query.
     """
     from sqlglot import TokenType
-    from sqlglot.dialects.sqlite import SQLite
-    from sqlglot.errors import SqlglotError
 
-    try:
-        tokens = SQLite().tokenize(body)
-    except SqlglotError:
-        return body  # _sqlite_tree says what is wrong with it
+    tokens = _tokens(body)
     names = (TokenType.VAR, TokenType.IDENTIFIER)
     shadowed = {name.lower() for name in shadows}
-    cuts = [(tokens[i].start, tokens[i + 2].start)
-            for i in range(len(tokens) - 2)
+    cuts = [i for i in range(len(tokens) - 2)  # main . <table>, not x.main.<table>
             if tokens[i].token_type in names and tokens[i].text.lower() == "main"
             and tokens[i + 1].token_type == TokenType.DOT
             and tokens[i + 2].token_type in names and tokens[i + 2].text.lower() in shadowed
             and (i == 0 or tokens[i - 1].token_type != TokenType.DOT)]
-    if cuts:
-        cut = {tokens[i + 2].text.lower() for i in range(len(tokens) - 2)
-               if (tokens[i].start, tokens[i + 2].start) in cuts}
-        clash = sorted(cut & _local_names(body))
-        if clash:  # without main. the name would mean the query's own CTE or alias
-            raise QueryError(clash_message(f"main.{clash[0]}", clash[0]))
-    for start, end in reversed(cuts):
-        body = body[:start] + body[end:]
+    clash = sorted({tokens[i + 2].text.lower() for i in cuts} & _local_names(body)) \
+        if cuts else []
+    if clash:  # without main. the name would mean the query's own CTE or alias
+        raise QueryError(clash_message(f"main.{clash[0]}", clash[0]))
+    for i in reversed(cuts):
+        body = body[:tokens[i].start] + body[tokens[i + 2].start:]
     return body
+
+
+def _tokens(body: str) -> list[Any]:
+    """sqlglot's SQLite tokens of ``body`` (none if it cannot tokenize it: the parse in
+    ``_sqlite_tree`` then says what is wrong)."""
+    from sqlglot.dialects.sqlite import SQLite
+    from sqlglot.errors import SqlglotError
+
+    try:
+        return list(SQLite().tokenize(body))
+    except SqlglotError:
+        return []
 
 
 def _local_names(body: str) -> set[str]:

@@ -122,7 +122,7 @@ def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
     if state.is_update:
         values = _set_clause(state.statement, table, mapper)
         count = _update_where(conn, table, where, values, tx)
-        _expire_in_session(state.session, mapper, values)
+        _expire_in_session(state.session, mapper, [table.c[n] for n in values])
     else:
         held = _current_states(state.session, mapper)
         count, gone = _delete_where(conn, table, where, tx, keyed=bool(held))
@@ -206,24 +206,32 @@ def _update_by_key(
             values[column.name] = value
         changes.setdefault(key, {}).update(values)
     written = write_versions(conn, table, changes, tx)
-    _expire_in_session(session, mapper, {n for values in changes.values() for n in values})
+    changed = {name for values in changes.values() for name in values}
+    _expire_in_session(session, mapper, [table.c[n] for n in changed])
     return _counted(len(written))
 
 
 def _set_clause(statement: Any, table: Table, mapper: Mapper[Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+    return {column.name: value for column, value in _set_targets(statement, (table,), mapper)}
+
+
+def _set_targets(statement: Any, tables: tuple[Table, ...], mapper: Mapper[Any]
+                 ) -> list[tuple[Column[Any], Any]]:
+    """The SET clause as (column, typed value) pairs; ``tables``: the model's levels."""
+    targets: list[tuple[Column[Any], Any]] = []
     for target, value in _compat.update_values(statement):
-        column = _column_for(target, table, mapper)
+        column = target if isinstance(target, Column) and target.table in tables \
+            else _column_for(target, tables[-1], mapper)  # a column of any level
         if column.primary_key or column.name in (CREATED_AT, EXPIRED_AT):
             raise UnsupportedError(
                 f"update() cannot set {mapper.class_.__name__}.{column.name}: "
                 + ("temporal maintains the period columns" if not column.primary_key
                    else "the key names the entity; delete and insert instead")
             )
-        values[column.name] = _as_expression(value, column)
-    if not values:
+        targets.append((column, _as_expression(value, column)))
+    if not targets:
         raise UnsupportedError("update() of a temporal model needs values to set")
-    return values
+    return targets
 
 
 def _column_for(target: Any, table: Table, mapper: Mapper[Any]) -> Column[Any]:
@@ -410,18 +418,7 @@ def _joined_statement(
                             {tuple(row[:-1]): row[-1] for row in rows})
         _forget_in_session(state.session, held, set(entities))
         return _counted(len(entities))
-    targets: list[tuple[Column[Any], Any]] = []
-    for target, value in _compat.update_values(state.statement):
-        column = target if isinstance(target, Column) and target.table in tables \
-            else _column_for(target, own, mapper)  # a column of any level
-        if column.primary_key or column.name in (CREATED_AT, EXPIRED_AT):
-            raise UnsupportedError(
-                f"update() cannot set {mapper.class_.__name__}.{column.name}: "
-                + ("temporal maintains the period columns" if not column.primary_key
-                   else "the key names the entity; delete and insert instead"))
-        targets.append((column, _as_expression(value, column)))
-    if not targets:
-        raise UnsupportedError("update() of a temporal model needs values to set")
+    targets = _set_targets(state.statement, tables, mapper)
     # Like the single-table statement, every matching entity gets its next version.
     rows = execute(conn, found.add_columns(
         *(value.label(f"new_{i}") for i, (_, value) in enumerate(targets)))).all()
@@ -433,33 +430,23 @@ def _joined_statement(
         write_versions(conn, table, {key: {c.name: new[i] for i, c in mine}
                                      for key, new in changes.items()},
                        tx, read, in_step=set(changes))
-    _expire_joined_in_session(state.session, mapper, [c for c, _ in targets])
+    _expire_in_session(state.session, mapper, [c for c, _ in targets])
     return _counted(len(changes))
-
-
-def _expire_joined_in_session(session: Session, mapper: Mapper[Any],
-                              changed: list[Column[Any]]) -> None:
-    names = [mapper.get_property_by_column(c).key for c in changed]
-    for table in versioned_tables(mapper):
-        names += [mapper.get_property_by_column(c).key for c in table.c
-                  if c.onupdate is not None]
-    names.append(CREATED_AT)
-    for state in _current_states(session, mapper):
-        stale = [k for k in dict.fromkeys(names) if k not in state.committed_state]
-        if stale:
-            session.expire(state.obj(), stale)
 
 
 # -- keeping the session honest ---------------------------------------------------
 
 
-def _expire_in_session(session: Session, mapper: Mapper[Any], changed: Iterable[str]) -> None:
+def _expire_in_session(session: Session, mapper: Mapper[Any],
+                       changed: Iterable[Column[Any]]) -> None:
     """Expire what the statement may have changed: the columns it set, ``onupdate``
-    columns and ``created_at``. Attributes with pending changes of their own (set
-    under ``no_autoflush``) are kept, to be flushed later, as with a plain model."""
-    table = mapper.local_table
-    names = {*changed, CREATED_AT, *(c.name for c in table.c if c.onupdate is not None)}
-    keys = [mapper.get_property_by_column(table.c[n]).key for n in names]
+    columns (of every level of a joined-table hierarchy) and ``created_at``.
+    Attributes with pending changes of their own (set under ``no_autoflush``) are
+    kept, to be flushed later, as with a plain model."""
+    onupdate = [c for table in versioned_tables(mapper) for c in table.c
+                if c.onupdate is not None]
+    keys = [*dict.fromkeys(mapper.get_property_by_column(c).key
+                           for c in [*changed, *onupdate]), CREATED_AT]
     for state in _current_states(session, mapper):
         stale = [k for k in keys if k not in state.committed_state]
         if stale:

@@ -301,7 +301,7 @@ _PG_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name", "citext
 _PG_OBJECT_ID_TYPES = frozenset({
     "oid", "regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator",
     "regrole", "regnamespace", "regcollation", "regconfig", "regdictionary"})
-_PG_WORD = re.compile(r"\b(now|today|tomorrow|yesterday)\b", re.IGNORECASE)
+_PG_WORD = re.compile(rf"\b({'|'.join(sorted(_PG_MOMENT_WORDS))})\b", re.IGNORECASE)
 
 
 def _type_name(name: Any) -> str:
