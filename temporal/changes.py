@@ -68,6 +68,7 @@ from temporal.export import (
     _Snapshot,
     _Source,
     _temporal_table,
+    check_jobs,
     export_sources,
 )
 from temporal.manifest import Manifest
@@ -174,6 +175,7 @@ def _feed_source(conn: Connection, name: str, since: datetime, until: datetime) 
         types=[*types, column_type(String(), dialect),
                column_type(table.c[CREATED_AT].type, dialect)],
         order_by=[COMMIT_TIME, *key, CHANGE_TYPE], rows=rows,
+        reopen=lambda other: _feed_source(other, name, since, until),
     )
 
 
@@ -190,14 +192,17 @@ def changes(
     rows_per_file: int = ROWS_PER_FILE,
     wait: float = 30.0,
     on_progress: Callable[[Progress], None] | None = None,
+    jobs: int = 1,
 ) -> Manifest:
     """Export every change to ``tables`` (default: every temporal table) in
     ``(since, until]``, one folder per table, with a manifest; return it.
 
     ``until`` may not be in the future; the export waits (up to ``wait``
     seconds) for writers that could still commit a change at or before it.
-    With ``signing_key``, ``manifest.sig`` signs the manifest.
+    With ``signing_key``, ``manifest.sig`` signs the manifest. ``jobs`` tables are
+    written at once on PostgreSQL, in one snapshot (as :func:`temporal.export`).
     """
+    check_jobs(jobs)
     start, end = _window(since, until)
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -207,7 +212,8 @@ def changes(
         raise ExportError("rows_per_file must be at least 1")
     plan = ExportPlan(at=end, query=None, fmt=format, rows_per_file=rows_per_file, force=force,
                       on_progress=on_progress, signing_key=signing_key,
-                      changes={"since": isoformat(start), "until": isoformat(end)})
+                      changes={"since": isoformat(start), "until": isoformat(end)},
+                      jobs=jobs)
     return run_changes(source, Path(out_dir), plan, tables=tables, wait=wait)
 
 

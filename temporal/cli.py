@@ -62,6 +62,9 @@ ForceOption = Annotated[bool, typer.Option(
 SigningKeyOption = Annotated[Path | None, typer.Option(
     "--signing-key-file", metavar="FILE", help="Sign the manifest with the key in FILE "
     "(HMAC-SHA256, written to manifest.sig).", show_default=False)]
+JobsOption = Annotated[int, typer.Option(
+    "--jobs", metavar="N", min=1, help="Tables written at once (PostgreSQL: each by its own "
+    "connection, all in one snapshot); the files are the same for any N.")]
 
 
 def database_url(url: str | None) -> str:
@@ -173,6 +176,7 @@ def export_command(
         "--join", metavar="TABLE=SPINE_COLUMN", help="A temporal table to join on its key "
         "(TABLE=COL1,COL2 for a composite key); repeat for several.", show_default=False)
     ] = None,
+    jobs: JobsOption = 1,
     url: UrlOption = None,
 ) -> None:
     """Export tables (or one SELECT) as they were at --as-of, with a checksum manifest.
@@ -203,7 +207,7 @@ def export_command(
                           name=name, format=fmt.value, force=force,
                           unversioned=unversioned or (), signing_key=key,
                           wait=seconds, on_progress=report, spine=spine,
-                          spine_query=spine_query, at=at, join=joined or None)
+                          spine_query=spine_query, at=at, join=joined or None, jobs=jobs)
     finally:
         stop()
     assert manifest.path is not None
@@ -245,6 +249,7 @@ def changes_command(
                                       "writers that could still commit before --until.")
                     ] = "30s",
     signing_key_file: SigningKeyOption = None,
+    jobs: JobsOption = 1,
     url: UrlOption = None,
 ) -> None:
     """Export every change in (--since, --until] with _change_type and _commit_time."""
@@ -257,7 +262,7 @@ def changes_command(
     try:
         manifest = changes(database_url(url), out, since=start, until=end, tables=table,
                            format=fmt.value, force=force, signing_key=key, wait=seconds,
-                           on_progress=report)
+                           on_progress=report, jobs=jobs)
     finally:
         stop()
     assert manifest.path is not None

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import json
 import math
 import uuid
@@ -365,12 +366,31 @@ _ENCODERS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
 #: The content digest's algorithm, named with the version of the canonical text it
 #: hashes: a change to any canonical text gets a new version here, so that an export
 #: of an older version is never compared with a re-export as if history had changed.
-CSV_ROWS = "sha256 over canonical CSV rows, encoding 2"
+#: Each table's digest hashes its rows; ``all``, for more than one table, hashes the
+#: tables' digests (see :func:`all_digest`), so that tables can be written in parallel.
+CSV_ROWS = "sha256 over canonical CSV rows, encoding 2, all over table digests"
+#: The same rows and table digests, with ``all`` one sha256 over every table's rows in
+#: turn (exports of the previous version: verified and re-exported as they were made).
+CSV_ROWS_2 = "sha256 over canonical CSV rows, encoding 2"
 #: Earlier names: the same rows (CSV lines; compact JSON arrays before that) of
 #: canonical text chosen by each value's Python type rather than the column's type.
 CSV_ROWS_1 = "sha256 over canonical CSV rows"
 JSON_ROWS = "sha256 over canonical JSON rows"
 OLDER_ENCODINGS = frozenset({CSV_ROWS_1, JSON_ROWS})
+#: The algorithms that hash this version's canonical text.
+THIS_ENCODING = frozenset({CSV_ROWS, CSV_ROWS_2})
+#: The algorithms whose ``all`` hashes the rows of every table in turn.
+ALL_OVER_ROWS = frozenset({CSV_ROWS_2, CSV_ROWS_1, JSON_ROWS})
+
+
+def all_digest(tables: dict[str, str]) -> str:
+    """``all`` of the table digests ``tables`` (name -> hex): one table's own digest;
+    for more, sha256 over the JSON list of ``[name, digest]`` pairs in name order."""
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    pairs = [[name, tables[name]] for name in sorted(tables)]
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
+                          .encode()).hexdigest()
 
 
 def csv_row(canon: Sequence[str | None]) -> bytes:
@@ -385,4 +405,5 @@ def json_row(values: Sequence[str | None]) -> bytes:
     return json.dumps(list(values), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-DIGEST_ROWS = {CSV_ROWS: csv_row, CSV_ROWS_1: csv_row, JSON_ROWS: json_row}
+DIGEST_ROWS = {CSV_ROWS: csv_row, CSV_ROWS_2: csv_row, CSV_ROWS_1: csv_row,
+               JSON_ROWS: json_row}

@@ -29,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from temporal import (
     _backend,
     authorizer,
     outdir,
+    parallel,
     pgcopy,
     portable,
     querytypes,
@@ -70,11 +72,14 @@ from temporal.clock import aware, isoformat
 from temporal.columnar import ColumnarError
 from temporal.database import engine_for
 from temporal.encoding import (
+    ALL_OVER_ROWS,
     CSV_ROWS,
     DIGEST_ROWS,
     JSON,
     OTHER,
+    THIS_ENCODING,
     ColumnType,
+    all_digest,
     column_type,
     csv_row,
     encoder,
@@ -134,6 +139,9 @@ class _Source:
     # own string functions), where every column's type allows it.
     fast: Callable[[], Iterator[list[bytes]]] | None = None
     count: Callable[[], int] | None = None  # for progress: the rows to come
+    # The same source read through another connection (one in the same snapshot), for
+    # writing tables in parallel; None if it needs this session's temporary objects.
+    reopen: Callable[[Connection], _Source] | None = None
 
 
 def _temporal_table(conn: Connection, name: str, schema: str | None = None) -> Table:
@@ -201,7 +209,7 @@ def _table_source(conn: Connection, name: str, at: datetime) -> _Source:
     return _Source(
         name=name, columns=[c.name for c in data], types=types,
         order_by=[c.name for c in key] + [c.name for c in rest], rows=rows, fast=fast,
-        count=count,
+        count=count, reopen=lambda other: _table_source(other, name, at),
     )
 
 
@@ -522,7 +530,7 @@ def _batches(source: _Source, plan: ExportPlan, conn: Connection
     part's bytes, and JSON lines and Parquet are made from them.
     """
     width = len(source.columns)
-    if source.fast is not None and plan.copy and plan.digest == CSV_ROWS:
+    if source.fast is not None and plan.copy and plan.digest in THIS_ENCODING:
         for copied in source.fast():
             yield Batch(copied, width), None
         return
@@ -639,6 +647,7 @@ def export(
     spine_query: str | None = None,
     at: str | None = None,
     join: Mapping[str, str | Sequence[str]] | None = None,
+    jobs: int = 1,
 ) -> Manifest:
     """Export ``tables`` (or a read-only ``query``) as of ``as_of``; return the manifest.
 
@@ -655,7 +664,11 @@ def export(
     is a point-in-time join instead (see :mod:`temporal.pitjoin`): each spine
     row gets the data columns of each table in ``join`` (table -> spine key
     column(s)) as of the row's own time in column ``at``.
+
+    ``jobs`` tables are written at once on PostgreSQL, each by its own connection
+    in the export's snapshot; the files and manifest are the same for any ``jobs``.
     """
+    check_jobs(jobs)
     if spine is not None or spine_query is not None or join or at is not None:
         if tables or query is not None or unversioned:
             raise ExportError("a point-in-time join exports its spine; do not also name "
@@ -682,8 +695,13 @@ def export(
         raise ExportError("rows_per_file must be at least 1")
     plan = ExportPlan(at=at_, query=query, fmt=format, rows_per_file=rows_per_file, force=force,
                       on_progress=on_progress, unversioned=tuple(unversioned),
-                      signing_key=signing_key)
+                      signing_key=signing_key, jobs=jobs)
     return run_export(source, Path(out_dir), plan, tables=tables, name=name, wait=wait)
+
+
+def check_jobs(jobs: int) -> None:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ExportError(f"jobs must be a whole number of at least 1, not {jobs!r}")
 
 
 @dataclass(frozen=True)
@@ -700,6 +718,7 @@ class ExportPlan:
     copy: bool = True  # canonical lines straight from the database where every column allows
     unversioned: tuple[str, ...] = ()
     signing_key: bytes | None = field(default=None, repr=False)
+    jobs: int = 1  # tables written at once (PostgreSQL); the files are the same either way
     # Change feeds (temporal.changes) and point-in-time joins (temporal.pitjoin):
     changes: dict[str, str] | None = None  # the manifest's since/until
     spine: dict[str, Any] | None = None  # the manifest's spine, keys and tables
@@ -756,15 +775,14 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
     conn = snapshot.conn
     for inside, original in plan.attachments:
         shutil.copyfile(original, out / inside)
-    # One table: the digest of all tables is its digest (no second pass over the bytes).
-    digest = hashlib.sha256() if len(sources) > 1 else None
-    files: list[FileEntry] = []
-    per_table: dict[str, str] = {}
-    for src in sources:
-        entries, table_digest = _write_table(src, out, plan, digest, conn)
-        files += entries
-        per_table[src.name] = table_digest
-    overall = digest.hexdigest() if digest is not None else per_table[sources[0].name]
+    # An older manifest's ``all`` hashed every table's rows in turn (verify re-exports
+    # it so); this version's hashes the tables' digests.
+    rows_in_turn = hashlib.sha256() if len(sources) > 1 and plan.digest in ALL_OVER_ROWS \
+        else None
+    written = _write_tables(snapshot, out, sources, plan, rows_in_turn)
+    files = [entry for entries, _ in written for entry in entries]
+    per_table = {src.name: digest for src, (_, digest) in zip(sources, written, strict=True)}
+    overall = rows_in_turn.hexdigest() if rows_in_turn is not None else all_digest(per_table)
     server = conn.dialect.server_version_info or ()
     fmt = plan.fmt
     manifest = Manifest(
@@ -786,6 +804,49 @@ def _export_in(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: Exp
     )
     manifest.write(out)
     return manifest
+
+
+def _write_tables(snapshot: _Snapshot, out: Path, sources: list[_Source], plan: ExportPlan,
+                  rows_in_turn: Any | None) -> list[tuple[list[FileEntry], str]]:
+    """Each source's file entries and digest: with ``plan.jobs`` > 1 on PostgreSQL,
+    several tables at once, each worker in the export's snapshot (:mod:`temporal.parallel`)."""
+    conn = snapshot.conn
+    jobs = min(plan.jobs, len(sources))
+    if (jobs <= 1 or rows_in_turn is not None or snapshot.dialect != "postgresql"
+            or any(src.reopen is None for src in sources)):
+        return [_write_table(src, out, plan, rows_in_turn, conn) for src in sources]
+    snapshot_id = parallel.share_snapshot(conn)
+    order = parallel.biggest_first(conn, [src.name for src in sources])
+    if plan.on_progress is not None:  # called from every worker: one at a time
+        lock, report = threading.Lock(), plan.on_progress
+
+        def locked(progress: Progress) -> None:
+            with lock:
+                report(progress)
+
+        plan = replace(plan, on_progress=locked)
+    others: list[Connection] = []
+    try:
+        for _ in range(jobs - 1):
+            try:
+                other = conn.engine.connect()
+            except exc.TimeoutError:
+                raise ExportError(f"could not open {jobs} connections for {jobs} jobs: the "
+                                  "engine's connection pool is smaller; use fewer jobs") from None
+            others.append(other)
+            parallel.join_snapshot(other, snapshot_id)
+            _pin(other)
+
+        def work(src: _Source, worker: Connection) -> tuple[list[FileEntry], str]:
+            if worker is not conn:
+                assert src.reopen is not None
+                src = src.reopen(worker)
+            return _write_table(src, out, plan, None, worker)
+
+        return parallel.run(sources, order, [conn, *others], work)
+    finally:
+        for other in others:
+            other.close()
 
 
 def _library_versions(fmt: str) -> dict[str, str]:

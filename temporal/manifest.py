@@ -28,20 +28,23 @@ from pathlib import Path
 from typing import Any
 
 from temporal.encoding import (
+    ALL_OVER_ROWS,
     CSV_ROWS,
     CSV_ROWS_1,
+    CSV_ROWS_2,
     DIGEST_ROWS,
     JSON_ROWS,
     OLDER_ENCODINGS,
+    all_digest,
     canonical,
     csv_row,
     json_row,
 )
 from temporal.errors import TemporalError
 
-__all__ = ["CSV_ROWS", "CSV_ROWS_1", "DIGEST_ROWS", "JSON_ROWS", "OLDER_ENCODINGS", "FileEntry",
-           "Manifest", "ManifestError", "canonical", "csv_row", "json_row", "older_encoding",
-           "read_manifest"]
+__all__ = ["ALL_OVER_ROWS", "CSV_ROWS", "CSV_ROWS_1", "CSV_ROWS_2", "DIGEST_ROWS", "JSON_ROWS",
+           "OLDER_ENCODINGS", "FileEntry", "Manifest", "ManifestError", "all_digest", "canonical",
+           "csv_row", "json_row", "older_encoding", "read_manifest"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -40,7 +40,14 @@ from sqlalchemy import Engine
 
 from temporal import columnar, signing
 from temporal.clock import parse_time
-from temporal.encoding import OTHER, ColumnType, encoder
+from temporal.encoding import (
+    ALL_OVER_ROWS,
+    OTHER,
+    THIS_ENCODING,
+    ColumnType,
+    all_digest,
+    encoder,
+)
 from temporal.errors import ExportError, TemporalError
 from temporal.export import ROWS_PER_FILE, ExportPlan, run_export
 from temporal.manifest import (
@@ -237,7 +244,7 @@ def _recompute(root: Path, loaded: Manifest, intact: dict[str, bool], report: Ve
         types = [ColumnType.from_manifest(c) for c in schema]
         table_digest = tables.setdefault(entry.table, hashlib.sha256())
         rows = 0
-        if loaded.format == "csv" and algorithm == CSV_ROWS:
+        if loaded.format == "csv" and algorithm in THIS_ENCODING:
             lines: Iterator[bytes] = _canonical_csv_lines(path, columns)
         else:
             lines = (digest_row(v)
@@ -258,10 +265,11 @@ def _recompute(root: Path, loaded: Manifest, intact: dict[str, bool], report: Ve
                                    f"the file holds {rows:,}")
     if not complete:
         return None
-    found = {"all": overall.hexdigest(),
-             **{f"table:{name}": d.hexdigest() for name, d in tables.items()}}
+    per_table = {name: d.hexdigest() for name, d in tables.items()}
     for name in loaded.schema:
-        found.setdefault(f"table:{name}", hashlib.sha256().hexdigest())
+        per_table.setdefault(name, hashlib.sha256().hexdigest())
+    found = {"all": overall.hexdigest() if algorithm in ALL_OVER_ROWS else all_digest(per_table),
+             **{f"table:{name}": d for name, d in per_table.items()}}
     every_file_intact = all(intact.values())
     # CSV lines are digested as written; JSON lines and Parquet values are encoded
     # again, by this version's encoding.

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
 from temporal import ManifestError, export, load, transaction_time, triggers, verify
-from temporal.manifest import read_manifest
+from temporal.manifest import CSV_ROWS, read_manifest
 from temporal.signing import read_key
 from tests.models import Base, Customer
 
@@ -255,7 +255,7 @@ def test_an_export_of_an_older_encoding_is_not_blamed_on_the_database(
         exported: tuple[Engine, Path, datetime], algorithm: str) -> None:
     engine, out, _ = exported
     assert read_manifest(out).content_digest["algorithm"] == \
-        "sha256 over canonical CSV rows, encoding 2"
+        CSV_ROWS
     as_older_encoding(out, algorithm, lambda line: line)  # the same text: still equal
     assert verify(out, engine).ok, verify(out, engine).problems
 
@@ -271,7 +271,7 @@ def test_an_export_of_an_older_encoding_is_not_blamed_on_the_database(
     assert "history" not in report.problems[0]
 
     # The same files under this version's name: the database is to blame.
-    as_older_encoding(out, "sha256 over canonical CSV rows, encoding 2", lambda line: line)
+    as_older_encoding(out, CSV_ROWS, lambda line: line)
     assert any("history was changed" in p for p in verify(out, engine).problems)
 
 
