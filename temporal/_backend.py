@@ -72,9 +72,9 @@ def read_stamp(conn: Connection) -> datetime:
     """
     if dialect_name(conn) == "postgresql":
         for _ in range(1000):
-            moment, unique = conn.execute(_PG_STAMP).one()
+            micros, unique = conn.execute(_PG_STAMP).one()
             if unique:
-                return moment.astimezone(clock.UTC)  # type: ignore[no-any-return]
+                return _EPOCH + timedelta(microseconds=micros)
         raise UnsupportedError("could not take a unique transaction timestamp")
     micros = _micros(clock.now())
     if not conn.info.get("temporal.clock_table"):
@@ -182,10 +182,11 @@ _PG_STAMP = text(
     "FROM stamp), "
     "locked AS MATERIALIZED (SELECT us, pg_try_advisory_xact_lock(1952804208, "
     "(us % 2147483647)::integer) AS ok FROM taken) "
-    "SELECT 'epoch'::timestamptz + us * interval '1 microsecond', true FROM prior "
-    "WHERE us IS NOT NULL "
-    "UNION ALL SELECT 'epoch'::timestamptz + us * interval '1 microsecond', "
-    "CASE WHEN ok THEN set_config('temporal.stamp', us::text, true) IS NOT NULL "
+    # Microseconds, not a timestamptz: the driver parses a timestamptz only under
+    # DateStyle ISO, and a client may have set another.
+    "SELECT us, true FROM prior WHERE us IS NOT NULL "
+    "UNION ALL SELECT us, CASE WHEN ok THEN "
+    "set_config('temporal.stamp', us::text, true) IS NOT NULL "
     "ELSE false END FROM locked"
 )
 _PG_REASSERT = text(
@@ -208,8 +209,10 @@ def hold_sqlite_write_lock(conn: Connection, wait: float) -> None:
 
 def database_now(conn: Connection) -> datetime:
     """The database's idea of now (PostgreSQL), or the library clock (SQLite)."""
-    if dialect_name(conn) == "postgresql":
-        return conn.execute(text("SELECT clock_timestamp()")).scalar_one().astimezone(clock.UTC)  # type: ignore[no-any-return]
+    if dialect_name(conn) == "postgresql":  # in microseconds, whatever the DateStyle
+        micros = conn.execute(text("SELECT floor(extract(epoch FROM clock_timestamp()) "
+                                   "* 1000000)::bigint")).scalar_one()
+        return _EPOCH + timedelta(microseconds=micros)
     return clock.now()
 
 

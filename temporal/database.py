@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, exc, make_url
+from sqlalchemy import Engine, create_engine, event, exc, make_url
 
 from temporal.errors import TemporalError
 
@@ -58,6 +59,14 @@ def hide_secrets(message: str, url: str) -> str:
     return message
 
 
+def _readable_settings(dbapi_connection: Any, _record: Any) -> None:
+    """The tools' own PostgreSQL sessions: the styles the driver parses timestamps and
+    intervals in, whatever a role, database or PGOPTIONS set (exports pin their own)."""
+    dbapi_connection.execute("SET DateStyle TO 'ISO, YMD'")
+    dbapi_connection.execute("SET IntervalStyle TO postgres")
+    dbapi_connection.commit()
+
+
 @contextmanager
 def engine_for(source: str | Engine) -> Iterator[Engine]:
     """Yield an Engine for ``source``, disposing of it afterwards if it was made here."""
@@ -70,6 +79,8 @@ def engine_for(source: str | Engine) -> Iterator[Engine]:
     try:
         url = make_url(source)
         engine = create_engine(url)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _readable_settings)
     except ValueError as error:  # e.g. a port that is not a number
         reason = hide_secrets(str(error), source)
         if "invalid literal for int()" in reason:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import URL, create_engine, inspect, text
+from sqlalchemy import URL, create_engine, insert, inspect, text
 from sqlalchemy.orm import Session
 
 import temporal
@@ -71,6 +71,46 @@ def test_export_verify_and_history(populated: tuple[str, str], tmp_path: Path) -
     part.write_text(part.read_text().replace("Bob", "Rob"))
     bad = cli("verify", str(tmp_path / "out"))
     assert bad.returncode == 1 and "sha256 differs" in bad.stderr
+
+
+@pytest.mark.postgres
+def test_a_clients_date_and_interval_styles_change_nothing(pg_url: URL, tmp_path: Path) -> None:
+    """DateStyle SQL, IntervalStyle sql_standard and a local time zone (set by PGOPTIONS,
+    a role or a database): the tools still read times, and export the same bytes. (The
+    driver itself parses timestamps only under DateStyle ISO, so a session that keeps
+    another cannot load any timestamptz column, temporal or not.)"""
+    url, moment = _populate(pg_url)
+    plain = cli("export", "--as-of", moment, "--table", "customers", "--out",
+                str(tmp_path / "plain"), "--url", url)
+    assert plain.returncode == 0, plain.stderr
+    import os
+
+    styled = {**os.environ, "PGOPTIONS": "-c DateStyle=SQL,DMY -c IntervalStyle=sql_standard "
+              "-c TimeZone=America/New_York", "COLUMNS": "400"}
+    done = cli("export", "--as-of", moment, "--table", "customers", "--out",
+               str(tmp_path / "styled"), "--url", url, env=styled)
+    assert done.returncode == 0, done.stderr
+    assert ((tmp_path / "styled" / "manifest.json").read_bytes()
+            == (tmp_path / "plain" / "manifest.json").read_bytes())
+    ok = cli("verify", str(tmp_path / "styled"), "--url", url, env=styled)
+    assert ok.returncode == 0, ok.stderr
+    history = cli("history", "--table", "customers", "--key", "1", "--url", url, env=styled)
+    assert history.returncode == 0 and "gold" in history.stdout, history.stderr
+    assert "+00:00" in history.stdout  # shown in UTC, not New York time
+
+    # A library caller's own engine in those styles: the stamps and the export still work.
+    engine = create_engine(pg_url, connect_args={"options": styled["PGOPTIONS"]})
+    try:
+        with Session(engine) as s, s.begin():
+            s.execute(insert(Customer), [{"id": 3, "name": "Cy"}])
+            stamp = transaction_time(s)
+        assert stamp.tzinfo is not None and stamp > datetime.fromisoformat(moment)
+        manifest = temporal.export(engine, tmp_path / "library",
+                                   as_of=datetime.fromisoformat(moment), tables=["customers"])
+        assert (manifest.content_digest
+                == json.loads((tmp_path / "plain" / "manifest.json").read_text())["content_digest"])
+    finally:
+        engine.dispose()
 
 
 def test_environment_variable_supplies_the_url(populated: tuple[str, str], tmp_path: Path
