@@ -56,6 +56,7 @@ from temporal.clock import isoformat
 from temporal.database import engine_for
 from temporal.errors import TemporalError
 from temporal.model import EXPIRED_AT
+from temporal.names import derived, expired_index_name
 from temporal.types import UTCDateTime
 
 DEFAULT_BATCH_SIZE = 1_000
@@ -269,18 +270,19 @@ def archive_table(conn: Connection, table: Table) -> None:
     quote = conn.dialect.identifier_preparer.quote
     if conn.dialect.name == "postgresql":
         conn.execute(text(
-            f"CREATE TABLE {quote(name)} (CONSTRAINT {quote(name + '_expired')} "
+            f"CREATE TABLE {quote(name)} (CONSTRAINT {quote(derived(name, '_expired'))} "
             f"CHECK (expired_at IS NOT NULL)) INHERITS ({quote(table.name)})"))
-        conn.execute(text(f"ALTER TABLE {quote(name)} ADD CONSTRAINT {quote(name + '_pkey')} "
+        pkey = quote(derived(name, "_pkey"))
+        conn.execute(text(f"ALTER TABLE {quote(name)} ADD CONSTRAINT {pkey} "
                           f"PRIMARY KEY ({', '.join(quote(k) for k in key)})"))
-        conn.execute(text(f"CREATE INDEX {quote(name + '_expired_at')} ON {quote(name)} "
+        conn.execute(text(f"CREATE INDEX {quote(expired_index_name(name))} ON {quote(name)} "
                           f"(expired_at)"))
         triggers.install_archive(conn, table.name)
         return
     copy = Table(name, MetaData(),
                  *[Column(c.name, c.type, nullable=c.nullable) for c in table.c],
-                 PrimaryKeyConstraint(*key, name=f"{name}_pkey"))
-    Index(f"{name}_expired_at", copy.c[EXPIRED_AT])
+                 PrimaryKeyConstraint(*key, name=derived(name, "_pkey")))
+    Index(expired_index_name(name), copy.c[EXPIRED_AT])
     copy.create(conn)
     triggers.install_archive(conn, table.name)
 

@@ -50,6 +50,7 @@ from temporal._backend import SQLITE_CLOCK_TABLE
 from temporal.database import engine_for
 from temporal.errors import TemporalError
 from temporal.model import CREATED_AT, EXPIRED_AT, TTL_INFO, is_temporal_table, key_columns
+from temporal.names import check_table_name
 from temporal.types import UTCDateTime
 
 CATALOG_TABLE = "temporal_tables"
@@ -454,6 +455,12 @@ def _on_create(table: Table, connection: Connection, **kw: Any) -> None:
                  timedelta(seconds=seconds), portable.describe_columns(table.c))
         guard.install(connection, table.name, key)
         triggers.install(connection, table.name, key)
+
+
+@event.listens_for(Table, "before_create")
+def _check_name(table: Table, connection: Connection, **kw: Any) -> None:
+    if is_temporal_table(table):
+        check_table_name(table.name, connection.dialect.name)
 
 
 @event.listens_for(Table, "before_drop")

@@ -61,6 +61,7 @@ from typing import Any
 from sqlalchemy import Connection, inspect, text
 
 from temporal.errors import TemporalError
+from temporal.names import derived
 
 #: Suffix of the PostgreSQL exclusion constraint and of the SQLite triggers.
 NO_OVERLAP = "_no_overlap"
@@ -97,7 +98,13 @@ class Overlap:
 
 
 def constraint_name(table: str) -> str:
+    """What a refusal names as its constraint (a label, not an object: never cut)."""
     return table + NO_OVERLAP
+
+
+def _object(table: str, suffix: str = "") -> str:
+    """The name of one of the guard's objects (triggers, functions, the CHECK)."""
+    return derived(table, suffix if suffix == PERIOD else NO_OVERLAP + suffix)
 
 
 def installed(conn: Connection, table: str) -> bool:
@@ -106,9 +113,9 @@ def installed(conn: Connection, table: str) -> bool:
         return conn.execute(
             text("SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = "
                  "to_regclass(:table)"),
-            {"name": constraint_name(table) + "_insert", "table": _quote(conn, table)},
+            {"name": _object(table, "_insert"), "table": _quote(conn, table)},
         ).first() is not None
-    return _sqlite_trigger_sql(conn, constraint_name(table) + "_insert") is not None
+    return _sqlite_trigger_sql(conn, _object(table, "_insert")) is not None
 
 
 def up_to_date(conn: Connection, table: str) -> bool:
@@ -116,9 +123,9 @@ def up_to_date(conn: Connection, table: str) -> bool:
     if conn.dialect.name == "postgresql":
         return installed(conn, table) and conn.execute(
             text("SELECT obj_description(to_regprocedure(:function), 'pg_proc')"),
-            {"function": _quote(conn, constraint_name(table)) + "()"},
+            {"function": _quote(conn, _object(table)) + "()"},
         ).scalar() == VERSION
-    sql = _sqlite_trigger_sql(conn, constraint_name(table) + "_update")
+    sql = _sqlite_trigger_sql(conn, _object(table, "_update"))
     return installed(conn, table) and sql is not None and f"/* {VERSION} */" in sql
 
 
@@ -139,20 +146,19 @@ def install(conn: Connection, table: str, key: Sequence[str]) -> None:
 
 def remove(conn: Connection, table: str) -> None:
     """Drop ``table``'s guard (for ``make_plain``, the catalog's downgrade and upgrades)."""
-    name = constraint_name(table)
     if conn.dialect.name == "postgresql":
         if inspect(conn).has_table(table):
             quoted = _quote(conn, table)
             for suffix in ("_insert", "_update"):
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_quote(conn, name + suffix)} "
-                                     f"ON {quoted}")
+                trigger = _quote(conn, _object(table, suffix))
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {quoted}")
             conn.exec_driver_sql(f"ALTER TABLE {quoted} DROP CONSTRAINT IF EXISTS "
-                                 f"{_quote(conn, table + PERIOD)}")
-        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_quote(conn, name)}()")
-        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_quote(conn, name + '_update')}()")
+                                 f"{_quote(conn, _object(table, PERIOD))}")
+        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_quote(conn, _object(table))}()")
+        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_quote(conn, _object(table, '_update'))}()")
         return
     for suffix in ("_insert", "_update"):
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_quote(conn, name + suffix)}")
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_quote(conn, _object(table, suffix))}")
 
 
 def _sqlite_trigger_sql(conn: Connection, name: str) -> str | None:
@@ -177,7 +183,7 @@ def _install_postgresql(conn: Connection, table: str, key: Sequence[str]) -> Non
     name = constraint_name(table)
     literal = name.replace("'", "''")
     conn.exec_driver_sql(
-        f"ALTER TABLE {quoted} ADD CONSTRAINT {_quote(conn, table + PERIOD)} "
+        f"ALTER TABLE {quoted} ADD CONSTRAINT {_quote(conn, _object(table, PERIOD))} "
         "CHECK (expired_at IS NULL OR expired_at > created_at)"
     )
 
@@ -205,7 +211,7 @@ def _install_postgresql(conn: Connection, table: str, key: Sequence[str]) -> Non
     RETURN NULL;"""
     # Inserts: one set-based probe per statement over the rows it wrote (a transition table).
     conn.exec_driver_sql(f"""
-CREATE FUNCTION {_quote(conn, name)}() RETURNS trigger LANGUAGE plpgsql AS $guard$
+CREATE FUNCTION {_quote(conn, _object(table))}() RETURNS trigger LANGUAGE plpgsql AS $guard$
 DECLARE
     culprit text;
 BEGIN
@@ -218,8 +224,9 @@ $guard$""")
     # Updates: only a row whose period grew or moved (or changed key) is probed. Expiring
     # a version only shortens it, so the WHEN clause lets it through without calling the
     # function or capturing the rows in a transition table.
+    update_function = _quote(conn, _object(table, '_update'))
     conn.exec_driver_sql(f"""
-CREATE FUNCTION {_quote(conn, name + '_update')}() RETURNS trigger LANGUAGE plpgsql AS $guard$
+CREATE FUNCTION {update_function}() RETURNS trigger LANGUAGE plpgsql AS $guard$
 DECLARE
     culprit text;
 BEGIN
@@ -227,16 +234,16 @@ BEGIN
      WHERE coalesce(l.expired_at, 'infinity') > NEW.created_at;{refuse}
 END
 $guard$""")
-    conn.exec_driver_sql(f"COMMENT ON FUNCTION {_quote(conn, name)}() IS '{VERSION}'")
+    conn.exec_driver_sql(f"COMMENT ON FUNCTION {_quote(conn, _object(table))}() IS '{VERSION}'")
     conn.exec_driver_sql(
-        f"CREATE TRIGGER {_quote(conn, name + '_insert')} AFTER INSERT ON {quoted} "
+        f"CREATE TRIGGER {_quote(conn, _object(table, '_insert'))} AFTER INSERT ON {quoted} "
         "REFERENCING NEW TABLE AS temporal_written FOR EACH STATEMENT "
-        f"EXECUTE FUNCTION {_quote(conn, name)}()"
+        f"EXECUTE FUNCTION {_quote(conn, _object(table))}()"
     )
     conn.exec_driver_sql(
-        f"CREATE TRIGGER {_quote(conn, name + '_update')} AFTER UPDATE ON {quoted} "
+        f"CREATE TRIGGER {_quote(conn, _object(table, '_update'))} AFTER UPDATE ON {quoted} "
         f"FOR EACH ROW WHEN ({_grew(conn, key)}) "
-        f"EXECUTE FUNCTION {_quote(conn, name + '_update')}()"
+        f"EXECUTE FUNCTION {_quote(conn, _object(table, '_update'))}()"
     )
 
 
@@ -264,15 +271,14 @@ def _install_sqlite(conn: Connection, table: str, key: Sequence[str]) -> None:
             "be valid at the same moment') END; "
         )
 
-    name = constraint_name(table)
     conn.exec_driver_sql(
-        f"CREATE TRIGGER {_quote(conn, name + '_insert')} BEFORE INSERT ON {quoted} "
+        f"CREATE TRIGGER {_quote(conn, _object(table, '_insert'))} BEFORE INSERT ON {quoted} "
         f"BEGIN {body('')}END"
     )
     # As on PostgreSQL, an update that only shortens a period (an expire) is not probed;
     # a negative period still is.
     conn.exec_driver_sql(
-        f"CREATE TRIGGER {_quote(conn, name + '_update')} BEFORE UPDATE OF created_at, "
+        f"CREATE TRIGGER {_quote(conn, _object(table, '_update'))} BEFORE UPDATE OF created_at, "
         f"expired_at ON {quoted} WHEN NEW.expired_at < NEW.created_at OR {_grew(conn, key)} "
         f"BEGIN /* {VERSION} */ {body(' AND o.rowid <> OLD.rowid')}END"
     )

@@ -65,6 +65,7 @@ from temporal.model import (
     history_index_name,
     split_indexes,
 )
+from temporal.names import check_table_name, current_index_name, expired_index_name
 from temporal.types import UTCDateTime
 
 
@@ -254,6 +255,7 @@ def _make_temporal(operations: Operations, op: MakeTemporalOp) -> None:
     old = _reflect(conn, op.table_name)
     if catalog.temporal_shape(old) is not None:
         raise MigrationError(f"{op.table_name} is already temporal")
+    check_table_name(op.table_name, conn.dialect.name)
     key = [c.name for c in old.primary_key.columns]
     if not key:
         raise MigrationError(f"{op.table_name} has no primary key; a temporal table needs one "
@@ -310,7 +312,8 @@ def _make_plain(operations: Operations, op: MakePlainOp) -> None:
         conn.execute(delete(old).where(~current_only))
         uniques = [ix for ix in old.indexes if _current_unique(ix, name)]
         for index in old.indexes:
-            if index.name in (f"{name}_current", f"{name}_expired_at") or index in uniques:
+            if index.name in (current_index_name(name), expired_index_name(name)) \
+                    or index in uniques:
                 conn.execute(DropIndex(index))
         quote = conn.dialect.identifier_preparer.quote
         for index, history in _split_pairs(old):
@@ -487,7 +490,7 @@ def _unique_constraints(table: Table) -> list[UniqueConstraint]:
 
 def _current_unique(index: Index, table_name: str) -> bool:
     """A partial unique index over current rows (the temporal form of a unique constraint)."""
-    if not index.unique or index.name == f"{table_name}_current":
+    if not index.unique or index.name == current_index_name(table_name):
         return False
     where = (index.dialect_options["postgresql"].get("where")
              or index.dialect_options["sqlite"].get("where"))
@@ -569,7 +572,8 @@ def _plain_target(old: Table, key: list[str]) -> Table:
         columns.append(copy)
     uniques = [UniqueConstraint(*[c.name for c in ix.columns], name=ix.name)
                for ix in old.indexes if _current_unique(ix, name)]
-    skip = {f"{name}_current", f"{name}_expired_at", *(h for _, h in _split_pairs(old))}
+    skip = {current_index_name(name), expired_index_name(name),
+            *(h for _, h in _split_pairs(old))}
     return Table(name, metadata, *columns, *uniques, *_kept_constraints(old),
                  *_plain_indexes(old, skip))
 

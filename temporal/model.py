@@ -27,7 +27,6 @@ version in every table of the object whenever it changes.
 from __future__ import annotations
 
 import functools
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -46,6 +45,7 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from temporal import _compat, hooks
 from temporal.errors import UnsupportedError
+from temporal.names import current_index_name, derived, expired_index_name
 from temporal.types import UTCDateTime
 
 CREATED_AT = "created_at"
@@ -256,8 +256,8 @@ def _temporal_table_args(name: str, args: tuple[Any, ...]) -> list[Any]:
         # identity columns) the writer hands out the next id itself.
         Identity()._set_parent_with_dispatch(key[0])
 
-    out.append(current_index(f"{name}_current", key, current))
-    out.append(Index(f"{name}_expired_at", expired_at,
+    out.append(current_index(current_index_name(name), key, current))
+    out.append(Index(expired_index_name(name), expired_at,
                      postgresql_where=expired_at.isnot(None),
                      sqlite_where=expired_at.isnot(None)))
     return out
@@ -272,7 +272,7 @@ def split_indexes(table: Table) -> None:
     not on the period columns) becomes partial, ``WHERE expired_at IS NULL``, under
     its own name, and gets a full twin ``<name>_history`` for as-of and history reads.
     """
-    ours = {f"{table.name}_current", f"{table.name}_expired_at"}
+    ours = {current_index_name(table.name), expired_index_name(table.name)}
     current = table.c[EXPIRED_AT].is_(None)
     for index in list(table.indexes):
         name = index.name if isinstance(index.name, str) else None
@@ -292,11 +292,7 @@ HISTORY = "_history"
 
 def history_index_name(name: str) -> str:
     """``<name>_history``, shortened with a digest past PostgreSQL's 63 bytes."""
-    full = name + HISTORY
-    if len(full.encode()) <= 63:
-        return full
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name.encode()[:46].decode(errors='ignore')}_{digest}{HISTORY}"
+    return derived(name, HISTORY)
 
 
 def current_index(name: str, columns: list[Column[Any]], current: Any) -> Index:

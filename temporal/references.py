@@ -42,6 +42,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from temporal import catalog
 from temporal.model import is_temporal_table, key_columns
+from temporal.names import derived
 
 PREFIX = "temporal_keys_"
 _INFO = "temporal_keys_table"
@@ -49,7 +50,7 @@ _INFO = "temporal_keys_table"
 
 def key_table_name(table: str) -> str:
     """The entity-key table of temporal table ``table``."""
-    return PREFIX + table
+    return derived(table, "", PREFIX)
 
 
 def _referenced_temporal(conn: Connection, constraint: ForeignKeyConstraint) -> Table | None:

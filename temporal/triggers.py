@@ -74,6 +74,7 @@ from temporal._backend import (
     SQLITE_CLOCK_TABLE,
     ensure_sqlite_clock,
 )
+from temporal.names import derived
 
 #: Suffix of every trigger (and PostgreSQL function) this module installs.
 SUFFIX = "_versioned"
@@ -209,11 +210,15 @@ def _pg(conn: Connection, sql: str) -> None:
 
 def _name(table: str, what: str) -> str:
     """``<table>_versioned_<what>``, kept within PostgreSQL's 63 bytes."""
-    name = f"{table}{SUFFIX}_{what}"
-    if len(name.encode()) <= 63:
-        return name
+    return derived(table, f"{SUFFIX}_{what}")
+
+
+def _earlier_name(table: str, what: str) -> str:
+    """The name an earlier version gave a long table's trigger (as PostgreSQL cut it):
+    dropped too, so that an upgrade never leaves two triggers versioning one write."""
     digest = hashlib.sha1(table.encode()).hexdigest()[:8]
-    return f"{table.encode()[:40].decode(errors='ignore')}_{digest}{SUFFIX}_{what}"
+    name = f"{table.encode()[:40].decode(errors='ignore')}_{digest}{SUFFIX}_{what}"
+    return name.encode()[:63].decode(errors="ignore")
 
 
 def _pg_copy_function(conn: Connection, table: str, what: str) -> str:
@@ -386,9 +391,11 @@ def _pg_remove(conn: Connection, table: str) -> None:
     if inspector.has_table(table):
         for what in ("insert", "key", "period", "update", "update_copy", "delete",
                      "delete_copy", "truncate"):
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(_name(table, what))} ON {q(table)}")
+            for name in {_name(table, what), _earlier_name(table, what)}:
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}")
     for what in ("update_copy", "delete_copy"):
-        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {q(_name(table, what))}()")
+        for name in {_name(table, what), _earlier_name(table, what)}:
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {q(name)}()")
     archive = table + "_archive"
     if inspector.has_table(archive):
         for what in ("insert", "update", "delete", "truncate"):
