@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from sqlalchemy import Connection, exc, text
+from sqlalchemy import Connection, text
 
 from temporal.errors import ExportError
 
@@ -78,6 +78,8 @@ def run(tasks: Sequence[T], order: Sequence[int], connections: Sequence[Connecti
         todo.put(i)
     results: dict[int, R] = {}
     failed = threading.Event()
+    first: list[BaseException] = []  # the failure that stopped the rest, not their cancels
+    deciding = threading.Lock()
     busy: dict[int, Connection] = {}  # worker -> its connection, while a task runs
 
     def worker(me: int, conn: Connection) -> None:
@@ -89,8 +91,11 @@ def run(tasks: Sequence[T], order: Sequence[int], connections: Sequence[Connecti
             busy[me] = conn
             try:
                 results[i] = work(tasks[i], conn)
-            except BaseException:
-                failed.set()
+            except BaseException as error:
+                with deciding:
+                    if not failed.is_set():
+                        first.append(error)
+                        failed.set()
                 _cancel_others(busy, me)
                 raise
             finally:
@@ -101,17 +106,13 @@ def run(tasks: Sequence[T], order: Sequence[int], connections: Sequence[Connecti
         futures: list[Future[None]] = [pool.submit(worker, n, c)
                                        for n, c in enumerate(connections)]
         try:
-            first: BaseException | None = None
             for future in futures:
-                error = future.exception()
-                if error is not None and first is None and not _cancelled(error):
-                    first = error
-            if first is None:  # only cancellations: report one
-                first = next((f.exception() for f in futures if f.exception()), None)
-            if first is not None:
-                raise first
+                future.exception()  # wait for every worker
+            if first:
+                raise first[0]
         except BaseException:
-            failed.set()  # e.g. Ctrl-C while waiting: stop the workers too
+            with deciding:
+                failed.set()  # e.g. Ctrl-C while waiting: stop the workers too
             _cancel_others(busy, None)
             raise
     return [results[i] for i in range(len(tasks))]
@@ -123,7 +124,3 @@ def _cancel_others(busy: dict[int, Connection], me: int | None) -> None:
             with contextlib.suppress(Exception):  # it may have finished meanwhile
                 conn.connection.driver_connection.cancel()  # type: ignore[union-attr]
 
-
-def _cancelled(error: BaseException) -> bool:
-    """A statement stopped by :func:`_cancel_others`, not a failure of its own."""
-    return isinstance(error, exc.DBAPIError) and getattr(error.orig, "sqlstate", None) == "57014"

@@ -242,3 +242,29 @@ def test_the_command_line_takes_jobs(history: tuple[Engine, datetime, datetime],
     assert good.exit_code == 0, good.output
     export(engine, tmp_path / "y", as_of=moment, tables=TABLES)
     assert files_of(tmp_path / "x") == files_of(tmp_path / "y")
+
+
+@pytest.mark.postgres
+def test_the_failing_tables_error_is_raised_not_a_cancelled_copy(
+        pg_engine: Engine, tmp_path: Path) -> None:
+    """A worker cancelled in the middle of its COPY (the driver's own error, not
+    SQLAlchemy's) must not hide the failure that made the export stop."""
+    Base.metadata.create_all(pg_engine)
+    with pg_engine.begin() as conn:  # big enough to be mid-COPY when the others fail
+        conn.execute(text("INSERT INTO customers (id, name, tier, revision_note) "
+                          "SELECT g, 'c' || g, 'basic', 'created' "
+                          "FROM generate_series(1, 300000) AS g"))
+    with Session(pg_engine) as s, s.begin():
+        s.execute(insert(Line), [{"order_no": "o", "line_no": i, "sku": "s", "qty": 1}
+                                 for i in range(1, 51)])
+        moment = transaction_time(s)
+
+    def fail_lines(progress: Any) -> None:
+        if progress.table == "lines" and progress.rows > 0:
+            raise RuntimeError("the disk is on fire")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="the disk is on fire"):
+            export(pg_engine, tmp_path / "x", as_of=moment, tables=TABLES, jobs=3,
+                   on_progress=fail_lines)
+        assert not (tmp_path / "x").exists()
