@@ -71,7 +71,8 @@ def run(tasks: Sequence[T], order: Sequence[int], connections: Sequence[Connecti
     taken in ``order``; the results in the tasks' own order.
 
     The first exception wins: no further task starts, the others' statements are
-    cancelled, and it is raised once every thread has returned.
+    cancelled, and it is raised once every thread has returned. Each connection's
+    transaction ends when its thread runs out of tasks.
     """
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in order:
@@ -83,23 +84,30 @@ def run(tasks: Sequence[T], order: Sequence[int], connections: Sequence[Connecti
     busy: dict[int, Connection] = {}  # worker -> its connection, while a task runs
 
     def worker(me: int, conn: Connection) -> None:
-        while not failed.is_set():
-            try:
-                i = todo.get_nowait()
-            except queue.Empty:
-                return
-            busy[me] = conn
-            try:
-                results[i] = work(tasks[i], conn)
-            except BaseException as error:
-                with deciding:
-                    if not failed.is_set():
-                        first.append(error)
-                        failed.set()
-                _cancel_others(busy, me)
-                raise
-            finally:
-                busy.pop(me, None)
+        try:
+            while not failed.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    break
+                busy[me] = conn
+                try:
+                    results[i] = work(tasks[i], conn)
+                except BaseException as error:
+                    with deciding:
+                        if not failed.is_set():
+                            first.append(error)
+                            failed.set()
+                    _cancel_others(busy, me)
+                    raise
+                finally:
+                    busy.pop(me, None)
+        finally:
+            # Out of work: end the transaction now, not once the last worker is done, so
+            # the session never idles in it (idle_in_transaction_session_timeout would
+            # end it). After a failure, that failure is the one to report.
+            with contextlib.suppress(Exception) if failed.is_set() else contextlib.nullcontext():
+                conn.rollback()
 
     with ThreadPoolExecutor(max_workers=len(connections),
                             thread_name_prefix="temporal-table") as pool:

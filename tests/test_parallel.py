@@ -244,20 +244,25 @@ def test_the_command_line_takes_jobs(history: tuple[Engine, datetime, datetime],
     assert files_of(tmp_path / "x") == files_of(tmp_path / "y")
 
 
+def big_customers(engine: Engine) -> datetime:
+    """Customers big enough to take a second to export, a few lines; a moment after."""
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO customers (id, name, tier, revision_note) "
+                          "SELECT g, 'c' || g, 'basic', 'created' "
+                          "FROM generate_series(1, 300000) AS g"))
+    with Session(engine) as s, s.begin():
+        s.execute(insert(Line), [{"order_no": "o", "line_no": i, "sku": "s", "qty": 1}
+                                 for i in range(1, 51)])
+        return transaction_time(s)
+
+
 @pytest.mark.postgres
 def test_the_failing_tables_error_is_raised_not_a_cancelled_copy(
         pg_engine: Engine, tmp_path: Path) -> None:
     """A worker cancelled in the middle of its COPY (the driver's own error, not
     SQLAlchemy's) must not hide the failure that made the export stop."""
-    Base.metadata.create_all(pg_engine)
-    with pg_engine.begin() as conn:  # big enough to be mid-COPY when the others fail
-        conn.execute(text("INSERT INTO customers (id, name, tier, revision_note) "
-                          "SELECT g, 'c' || g, 'basic', 'created' "
-                          "FROM generate_series(1, 300000) AS g"))
-    with Session(pg_engine) as s, s.begin():
-        s.execute(insert(Line), [{"order_no": "o", "line_no": i, "sku": "s", "qty": 1}
-                                 for i in range(1, 51)])
-        moment = transaction_time(s)
+    moment = big_customers(pg_engine)
 
     def fail_lines(progress: Any) -> None:
         if progress.table == "lines" and progress.rows > 0:
@@ -268,3 +273,21 @@ def test_the_failing_tables_error_is_raised_not_a_cancelled_copy(
             export(pg_engine, tmp_path / "x", as_of=moment, tables=TABLES, jobs=3,
                    on_progress=fail_lines)
         assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.postgres
+def test_a_worker_done_early_is_not_left_idle_in_its_transaction(
+        pg_engine: Engine, tmp_path: Path) -> None:
+    """With idle_in_transaction_session_timeout set, a worker that has written its
+    small tables must not sit in its transaction until the big one is done: the server
+    would end its session, and the export fail though every file was written."""
+    moment = big_customers(pg_engine)
+    with pg_engine.connect() as conn:
+        database = conn.execute(text("SELECT current_database()")).scalar_one()
+        conn.execute(text(f'ALTER DATABASE "{database}" '
+                          "SET idle_in_transaction_session_timeout = '200ms'"))
+        conn.commit()
+    pg_engine.dispose()
+    export(pg_engine, tmp_path / "one", as_of=moment, tables=TABLES)
+    export(pg_engine, tmp_path / "three", as_of=moment, tables=TABLES, jobs=3)
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "three")
