@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection
+from sqlalchemy import Column, Connection, exc
 
 from temporal._backend import valid_at_text
 from temporal.encoding import (
@@ -131,14 +131,18 @@ def copy_batches(conn: Connection, query: str, size: int) -> Iterator[list[bytes
     transaction."""
     raw: Any = conn.connection.driver_connection
     sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *, NULL '')"
-    with raw.cursor() as cursor, cursor.copy(sql) as copy:
-        lines: list[bytes] = []
-        append = lines.append
-        for data in copy:  # PostgreSQL sends one row per CopyData message
-            append(bytes(data))
-            if len(lines) == size:
+    driver_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            lines: list[bytes] = []
+            append = lines.append
+            for data in copy:  # PostgreSQL sends one row per CopyData message
+                append(bytes(data))
+                if len(lines) == size:
+                    yield lines
+                    lines = []
+                    append = lines.append
+            if lines:
                 yield lines
-                lines = []
-                append = lines.append
-        if lines:
-            yield lines
+    except driver_error as error:  # e.g. a statement_timeout: reported as any query's are
+        raise exc.DBAPIError.instance(sql, None, error, driver_error) from error

@@ -113,6 +113,32 @@ def test_a_clients_date_and_interval_styles_change_nothing(pg_url: URL, tmp_path
         engine.dispose()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_a_statement_timeout_during_copy_is_one_line(
+        pg_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], jobs: str) -> None:
+    """A role's or database's statement_timeout cutting an export's COPY short is a
+    database error like any other: one line, no traceback (the COPY is the driver's own)."""
+    from tests.test_parallel import big_customers
+
+    engine = create_engine(pg_url)
+    try:
+        moment = isoformat(big_customers(engine))
+        with engine.begin() as conn:
+            conn.execute(text(f'ALTER DATABASE "{pg_url.database}" '
+                              "SET statement_timeout = '100ms'"))
+    finally:
+        engine.dispose()
+    code, _, err = run_main(monkeypatch, capsys, "export", "--as-of", moment, "--table",
+                            "customers", "--table", "lines", "--jobs", jobs, "--out",
+                            str(tmp_path / "x"), "--url", pg_url.render_as_string(False))
+    assert code == 1
+    assert err.strip().splitlines() == ["temporal: error: database error: canceling statement "
+                                        "due to statement timeout"]
+    assert not (tmp_path / "x").exists()
+
+
 def test_environment_variable_supplies_the_url(populated: tuple[str, str], tmp_path: Path
                                                ) -> None:
     url, moment = populated
