@@ -78,7 +78,10 @@ def engine_for(source: str | Engine) -> Iterator[Engine]:
                             "'@' before the host; write an '@' in the password as %40")
     try:
         url = make_url(source)
-        engine = create_engine(url)
+        # The tools' own engine: a connection for every job of a parallel export
+        # (SQLAlchemy's default pool stops at 15), each closed when it comes back.
+        pooling = {"max_overflow": -1} if url.get_backend_name() == "postgresql" else {}
+        engine = create_engine(url, **pooling)
         if engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _readable_settings)
     except ValueError as error:  # e.g. a port that is not a number

@@ -291,3 +291,32 @@ def test_a_worker_done_early_is_not_left_idle_in_its_transaction(
     export(pg_engine, tmp_path / "one", as_of=moment, tables=TABLES)
     export(pg_engine, tmp_path / "three", as_of=moment, tables=TABLES, jobs=3)
     assert files_of(tmp_path / "one") == files_of(tmp_path / "three")
+
+
+@pytest.mark.postgres
+def test_a_database_url_gets_a_connection_for_every_job(pg_engine: Engine,
+                                                         tmp_path: Path) -> None:
+    """Given a URL (the command line always is), the engine is the library's own: it
+    must not refuse --jobs 17 because SQLAlchemy's default pool stops at 15."""
+    from sqlalchemy import Integer
+    from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+    from temporal import Temporal
+
+    class Many(DeclarativeBase):
+        pass
+
+    names = [f"t{i:02d}" for i in range(17)]
+    for i, name in enumerate(names):
+        type(f"T{i}", (Temporal, Many), {"__tablename__": name,
+                                         "id": mapped_column(Integer, primary_key=True)})
+    Many.metadata.create_all(pg_engine)
+    with pg_engine.begin() as conn:
+        for name in names:
+            conn.execute(text(f"INSERT INTO {name} (id) SELECT generate_series(1, 20)"))
+    with Session(pg_engine) as s, s.begin():
+        moment = transaction_time(s)
+    url = pg_engine.url.render_as_string(hide_password=False)
+    export(url, tmp_path / "one", as_of=moment, tables=names)
+    export(url, tmp_path / "all", as_of=moment, tables=names, jobs=len(names))
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "all")
