@@ -51,6 +51,7 @@ from sqlalchemy import (
     null,
     select,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy import table as table_clause
@@ -197,18 +198,21 @@ def key_of(row: Any, table: Table) -> Key:
 
 
 def matching(
-    table: Table, keys: Sequence[Key], dialect: str
+    table: Table, keys: Sequence[Key], dialect: Any
 ) -> Iterator[ColumnElement[bool]]:
-    """Predicates selecting rows by key, a few per call.
+    """Predicates selecting rows by key, a few per call (``dialect``: the connection's).
 
     PostgreSQL gets one ``IN (SELECT ... FROM unnest(arrays))`` whatever the
     number of keys: two bind parameters, one cached plan, a hash join. SQLite
-    gets plain ``IN`` lists in chunks below its variable limit.
+    gets one ``IN (SELECT ... FROM json_each(?))`` over the keys bound as their
+    columns bind them (one bind parameter and one cached statement, where an
+    ``IN`` list is rendered anew with every key), or plain ``IN`` lists in chunks
+    below its variable limit for keys JSON cannot carry exactly.
     """
     cols = key_columns(table)
     if not keys:
         return
-    if dialect == "postgresql":
+    if dialect.name == "postgresql":
         arrays = [bindparam(None, [k[i] for k in keys], type_=postgresql.ARRAY(c.type))
                   for i, c in enumerate(cols)]
         names = [f"k{i}" for i in range(len(cols))]
@@ -218,6 +222,18 @@ def matching(
         else:
             yield tuple_(*cols).in_(select(*(source.c[n] for n in names)))
         return
+    if dialect.name == "sqlite":
+        payload = _as_json_rows([c.type for c in cols], keys, dialect, flat=len(cols) == 1)
+        if payload is not None:
+            value: Any = column("value")
+            rows = func.json_each(bindparam(None, payload, type_=sqltypes.Text()))
+            if len(cols) == 1:
+                yield cols[0].in_(select(value).select_from(rows))
+            else:
+                yield tuple_(*cols).in_(select(*(
+                    func.json_extract(value, f"$[{i}]") for i in range(len(cols))
+                )).select_from(rows))
+            return
     for chunk in _chunks(keys):
         if len(cols) == 1:
             yield cols[0].in_([k[0] for k in chunk])
@@ -226,28 +242,49 @@ def matching(
 
 
 def _insert_next_versions(
-    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx
+    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx,
+    stored: dict[Key, Any] | None = None,
 ) -> None:
     """Insert the next version of each key: its just-expired row with new values.
 
     Built in SQL (``INSERT ... SELECT`` from the expired rows joined with the
     new values), so columns that did not change never leave the database.
-    Keys are grouped by the set of columns they change.
+    Keys are grouped by the set of columns they change. ``stored`` (SQLite):
+    each key's expired ``created_at`` exactly as the database returned it, so
+    the join finds the row by primary key, not by scanning the key's history
+    (the very text stored, whatever its spelling: never re-rendered here).
     """
     # Within one transaction a key has exactly one row that was current before
     # the stamp and expired at it: the one just expired.
     match = key_columns(table)
+    by_start = stored is not None and all(type(v) is str for v in stored.values())
     for names, sql, group in _groups(olds):
-        columns = [*match, *(table.c[n] for n in names)]
-        rows = [(*key, *(olds[key][n] for n in names)) for key in group]
+        columns: list[Any] = [*match, *(table.c[n] for n in names)]
+        if by_start:
+            assert stored is not None
+            columns.append(_STORED)
+            rows = [(*key, *(olds[key][n] for n in names), stored[key]) for key in group]
+        else:
+            rows = [(*key, *(olds[key][n] for n in names)) for key in group]
         for source in _row_sources(columns, rows, conn.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
             new_value.update(sql)
             chosen = next_version(table, tx.stamp, new_value, lambda col: col)
             on = and_(*(c == source.c[f"s{i}"] for i, c in enumerate(match)))
+            if by_start:
+                on = and_(on, table.c[CREATED_AT] == source.c[f"s{len(columns) - 1}"])
             rows_from = select(*chosen).select_from(table.join(source, on)).where(
                 table.c[EXPIRED_AT] == tx.stamp, table.c[CREATED_AT] < tx.stamp)
             execute(conn, insert(table).from_select([c.name for c in table.c], rows_from))
+
+
+class _Stored:
+    """A pseudo-column for :func:`_row_sources`: a value passed as the database gave it."""
+
+    type = sqltypes.NullType()
+
+
+_STORED: Any = _Stored()
 
 
 def _groups(changes: dict[Key, dict[str, Any]]
@@ -320,7 +357,7 @@ def _row_sources(
         yield func.unnest(*arrays).table_valued(*names).render_derived(name="temporal_next")
         return
     if dialect.name == "sqlite":
-        payload = _as_json_rows(columns, rows, dialect)
+        payload = _as_json_rows([c.type for c in columns], rows, dialect)
         if payload is not None:
             value: Any = column("value")
             # MATERIALIZED: SQLite then indexes the rows automatically for the join
@@ -344,13 +381,14 @@ def _row_sources(
             yield source
 
 
-def _as_json_rows(columns: list[Column[Any]], rows: list[tuple[Any, ...]],
-                  dialect: Any) -> str | None:
-    """SQLite: ``rows`` bound as their columns would bind them, as a JSON array of arrays
-    (None when a bound value is not a str, int or finite float)."""
+def _as_json_rows(types: list[Any], rows: Sequence[tuple[Any, ...]], dialect: Any,
+                  flat: bool = False) -> str | None:
+    """SQLite: ``rows`` bound as columns of ``types`` would bind them, as a JSON array of
+    arrays (``flat``: of the single values), None when a bound value is not a str, int or
+    finite float."""
     by_column = []
-    for i, c in enumerate(columns):
-        process = c.type.bind_processor(dialect)
+    for i, type_ in enumerate(types):
+        process = type_.bind_processor(dialect)
         values = [r[i] for r in rows] if process is None else [process(r[i]) for r in rows]
         for v in values:
             kind = type(v)
@@ -359,6 +397,8 @@ def _as_json_rows(columns: list[Column[Any]], rows: list[tuple[Any, ...]],
             if not (isinstance(v, (str, int)) or (isinstance(v, float) and math.isfinite(v))):
                 return None
         by_column.append(values)
+    if flat:
+        return json.dumps(by_column[0])
     return json.dumps(list(zip(*by_column, strict=True)))
 
 
@@ -401,7 +441,7 @@ def _write_versions(
     defaults = _onupdate_columns(table)
     for _ in range(_PASSES):
         old_rows = _expire(conn, table, list(remaining), tx, read,
-                           returning=[table.c[n] for n in changed_names])
+                           returning=[table.c[n] for n in changed_names], stored=True)
         fresh: dict[Key, dict[str, Any]] = {}
         unchanged = []
         for key, old in old_rows.items():
@@ -417,7 +457,8 @@ def _write_versions(
         if unchanged:
             _restore(conn, table, unchanged, tx)
         if fresh:
-            _insert_next_versions(conn, table, fresh, tx)
+            _insert_next_versions(conn, table, fresh, tx, {
+                key: old_rows[key][_STORED] for key in fresh} if tx.dialect == "sqlite" else None)
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update", read)
@@ -450,7 +491,7 @@ def _expire_versions(
             return
         retry = _diagnose(conn, table, left, tx, "delete", read)
         own = [k for k in left if k not in retry]
-        for selection in matching(table, own, tx.dialect):
+        for selection in matching(table, own, conn.dialect):
             execute(conn, delete(table).where(selection, current(table),
                                               table.c[CREATED_AT] == tx.stamp))
         remaining = list(retry)
@@ -461,28 +502,34 @@ def _expire_versions(
 
 def _expire(
     conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, read: dict[Key, datetime],
-    *, returning: Sequence[Column[Any]] = (),
-) -> dict[Key, dict[str, Any]]:
+    *, returning: Sequence[Column[Any]] = (), stored: bool = False,
+) -> dict[Key, dict[Any, Any]]:
     """Expire the current versions of ``keys``; each must be the version ``read`` names, if any.
 
-    Returns, per expired key, its ``created_at`` and the ``returning`` columns.
+    Returns, per expired key, its ``created_at`` and the ``returning`` columns;
+    ``stored`` (SQLite) adds, under the key ``_STORED``, the ``created_at`` exactly
+    as stored, for :func:`_insert_next_versions`.
     ``read`` is only given by the unit of work, whose flush rolls back on error.
     """
     width = len(key_columns(table))
-    names = [CREATED_AT, *(c.name for c in returning)]
+    names: list[Any] = [CREATED_AT, *(c.name for c in returning)]
+    extra: list[Any] = []
     started: Any = table.c[CREATED_AT]
     if tx.dialect == "sqlite":
         # Not the primary key (key, created_at), which would visit every version of
         # each key: the current-row index finds the one current version.
         started = _compat.unindexed(started)
+        if stored:
+            names.append(_STORED)
+            extra.append(type_coerce(table.c[CREATED_AT], sqltypes.NullType()))
     tx.written.add(table)
-    rows: dict[Key, dict[str, Any]] = {}
-    for selection in matching(table, keys, tx.dialect):
+    rows: dict[Key, dict[Any, Any]] = {}
+    for selection in matching(table, keys, conn.dialect):
         stmt = (
             update(table)
             .where(selection, current(table), started < tx.stamp)
             .values(period_values(table, tx.stamp))
-            .returning(*key_columns(table), table.c[CREATED_AT], *returning)
+            .returning(*key_columns(table), table.c[CREATED_AT], *returning, *extra)
         )
         # Plain tuples: a Row mapping per row costs more than the statement here.
         for row in execute(conn, stmt):
@@ -510,7 +557,7 @@ def _diagnose(
     """
     mine = _backend.written_here(table, tx.stamp, tx.dialect).label("mine")
     found: dict[Key, tuple[datetime, bool]] = {}
-    for selection in matching(table, list(keys), tx.dialect):
+    for selection in matching(table, list(keys), conn.dialect):
         stmt = select(*key_columns(table), table.c[CREATED_AT], mine).where(
             selection, current(table)
         )
