@@ -57,6 +57,6 @@ class UTCDateTime(TypeDecorator[datetime]):
                     return parse(value + "+00:00")  # "YYYY-MM-DD HH:MM:SS.ffffff", naive UTC
                 except ValueError:
                     pass
-            return general(value) if general is not None else value  # type: ignore[no-any-return]
+            return general(value) if general is not None else value
 
         return process

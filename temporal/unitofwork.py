@@ -53,7 +53,7 @@ from temporal.versioning import (
 class _Change:
     """One object's net column changes for one of its tables, waiting for the batch."""
 
-    __slots__ = ("state", "key", "values", "read", "in_step")
+    __slots__ = ("in_step", "key", "read", "state", "values")
 
     def __init__(self, state: InstanceState[Any], key: Key, values: dict[str, Any],
                  read: datetime | None, in_step: bool = False) -> None:
@@ -69,7 +69,7 @@ class _Change:
 class _Shape:
     """What the per-object hooks need to know about a mapper, worked out once."""
 
-    __slots__ = ("tables", "columns", "guarded", "onupdate")
+    __slots__ = ("columns", "guarded", "onupdate", "tables")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.tables = versioned_tables(mapper)
