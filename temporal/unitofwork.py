@@ -155,7 +155,10 @@ def _before_update(mapper: Mapper[Any], connection: Connection, state: InstanceS
         if attr_key in shape.guarded:
             _check_change(mapper, state, column, attr_key, dict(committed)[attr_key], new)
     # The ORM now sees nothing to UPDATE.
-    _compat.commit_values(state, {attr_key: new for _, attr_key, new in changed})
+    if all(attr_key in new_values for _, attr_key, _ in changed):
+        _compat.forget_changes(state, [attr_key for _, attr_key, _ in changed])
+    else:  # an attribute deleted (``del obj.x``): it is written as NULL, and now holds it
+        _compat.commit_values(state, {attr_key: new for _, attr_key, new in changed})
     assert state.key is not None
     tx = transaction_state(connection)
     read = new_values.get(CREATED_AT)  # the version these values were computed from

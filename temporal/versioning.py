@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -263,9 +264,15 @@ def _insert_next_versions(
         if by_start:
             assert stored is not None
             columns.append(_STORED)
-            rows = [(*key, *(olds[key][n] for n in names), stored[key]) for key in group]
+        if len(names) == 1 and by_start:
+            (name,) = names
+            rows = [(*key, olds[key][name], stored[key]) for key in group]  # type: ignore[index]
+        elif len(names) == 1:
+            (name,) = names
+            rows = [(*key, olds[key][name]) for key in group]
         else:
-            rows = [(*key, *(olds[key][n] for n in names)) for key in group]
+            rows = [(*key, *[olds[key][n] for n in names],
+                     *([stored[key]] if by_start else [])) for key in group]  # type: ignore[index]
         for source in _row_sources(columns, rows, conn.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
             new_value.update(sql)
@@ -299,7 +306,10 @@ def _groups(changes: dict[Key, dict[str, Any]]
     expressions: dict[Any, dict[str, Any]] = {}
     plain: dict[tuple[str, ...], Any] = {}  # the names a change sets, in its order -> signature
     for key, values in changes.items():
-        if all(type(v) in _SCALARS for v in values.values()):  # the common case, fast
+        for v in values.values():
+            if type(v) not in _SCALARS:
+                break
+        else:  # the common case, fast
             shape = tuple(values)
             signature = plain.get(shape)
             if signature is None:
@@ -386,20 +396,23 @@ def _as_json_rows(types: list[Any], rows: Sequence[tuple[Any, ...]], dialect: An
     """SQLite: ``rows`` bound as columns of ``types`` would bind them, as a JSON array of
     arrays (``flat``: of the single values), None when a bound value is not a str, int or
     finite float."""
-    by_column = []
-    for i, type_ in enumerate(types):
-        process = type_.bind_processor(dialect)
-        values = [r[i] for r in rows] if process is None else [process(r[i]) for r in rows]
-        for v in values:
-            kind = type(v)
-            if kind is int or kind is str or v is None:
-                continue
-            if not (isinstance(v, (str, int)) or (isinstance(v, float) and math.isfinite(v))):
+    processors = [type_.bind_processor(dialect) for type_ in types]
+    if any(p is not None for p in processors):
+        by_column = [[r[i] for r in rows] if p is None else [p(r[i]) for r in rows]
+                     for i, p in enumerate(processors)]
+        rows = list(zip(*by_column, strict=True))
+    if not set(map(type, chain.from_iterable(rows))) <= _JSON_PLAIN:  # tested at C speed
+        for v in chain.from_iterable(rows):
+            if not (isinstance(v, (str, int)) or v is None
+                    or (isinstance(v, float) and math.isfinite(v))):
                 return None
-        by_column.append(values)
     if flat:
-        return json.dumps(by_column[0])
-    return json.dumps(list(zip(*by_column, strict=True)))
+        return json.dumps([r[0] for r in rows])
+    return json.dumps(rows)
+
+
+# Bound values JSON carries exactly, whatever they hold (floats: only finite ones).
+_JSON_PLAIN = frozenset({int, str, bool, type(None)})
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
@@ -438,6 +451,7 @@ def _write_versions(
     remaining = dict(changes)
     written: dict[Key, dict[str, Any]] = {}
     changed_names = sorted({name for values in changes.values() for name in values})
+    position = {name: i for i, name in enumerate(changed_names, start=1)}  # in _expire's rows
     defaults = _onupdate_columns(table)
     for _ in range(_PASSES):
         old_rows = _expire(conn, table, list(remaining), tx, read,
@@ -446,10 +460,13 @@ def _write_versions(
         unchanged = []
         for key, old in old_rows.items():
             values = remaining.pop(key)
-            if key not in in_step and \
-                    all(same_value(old[name], value) for name, value in values.items()):
-                unchanged.append((*key, old[CREATED_AT]))
-                continue
+            if key not in in_step:
+                for name, value in values.items():
+                    if not same_value(old[position[name]], value):
+                        break
+                else:
+                    unchanged.append((*key, old[0]))
+                    continue
             if defaults:
                 values = {**values, **onupdate_values(table, values, defaults)}
             fresh[key] = values
@@ -458,7 +475,7 @@ def _write_versions(
             _restore(conn, table, unchanged, tx)
         if fresh:
             _insert_next_versions(conn, table, fresh, tx, {
-                key: old_rows[key][_STORED] for key in fresh} if tx.dialect == "sqlite" else None)
+                key: old_rows[key][-1] for key in fresh} if tx.dialect == "sqlite" else None)
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update", read)
@@ -503,16 +520,15 @@ def _expire_versions(
 def _expire(
     conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, read: dict[Key, datetime],
     *, returning: Sequence[Column[Any]] = (), stored: bool = False,
-) -> dict[Key, dict[Any, Any]]:
+) -> dict[Key, tuple[Any, ...]]:
     """Expire the current versions of ``keys``; each must be the version ``read`` names, if any.
 
-    Returns, per expired key, its ``created_at`` and the ``returning`` columns;
-    ``stored`` (SQLite) adds, under the key ``_STORED``, the ``created_at`` exactly
-    as stored, for :func:`_insert_next_versions`.
+    Returns, per expired key, a tuple: its ``created_at``, the ``returning``
+    columns in order, and last (``stored``, SQLite only) the ``created_at``
+    exactly as stored, for :func:`_insert_next_versions`.
     ``read`` is only given by the unit of work, whose flush rolls back on error.
     """
     width = len(key_columns(table))
-    names: list[Any] = [CREATED_AT, *(c.name for c in returning)]
     extra: list[Any] = []
     started: Any = table.c[CREATED_AT]
     if tx.dialect == "sqlite":
@@ -520,10 +536,9 @@ def _expire(
         # each key: the current-row index finds the one current version.
         started = _compat.unindexed(started)
         if stored:
-            names.append(_STORED)
             extra.append(type_coerce(table.c[CREATED_AT], sqltypes.NullType()))
     tx.written.add(table)
-    rows: dict[Key, dict[Any, Any]] = {}
+    rows: dict[Key, tuple[Any, ...]] = {}
     for selection in matching(table, keys, conn.dialect):
         stmt = (
             update(table)
@@ -532,16 +547,19 @@ def _expire(
             .returning(*key_columns(table), table.c[CREATED_AT], *returning, *extra)
         )
         # Plain tuples: a Row mapping per row costs more than the statement here.
-        for row in execute(conn, stmt):
-            rows[row[:width]] = dict(zip(names, row[width:], strict=True))
-    for key, row in rows.items():
+        if width == 1:
+            rows.update((row[:1], row[1:]) for row in execute(conn, stmt).all())
+        else:
+            rows.update((row[:width], row[width:]) for row in execute(conn, stmt).all())
+    for key, started_at in read.items():
         # Checked after the fact: raising here fails the flush, which rolls
         # back everything it wrote, this UPDATE included.
-        if key in read and row[CREATED_AT] != read[key]:
+        row = rows.get(key)
+        if row is not None and row[0] != started_at:
             raise ConflictError(
                 f"cannot change {table.name} {show_key(key)}: it changed since it was read "
-                f"(read the version from {read[key].isoformat()}, a concurrent transaction "
-                f"wrote one from {row[CREATED_AT].isoformat()}); roll back and retry"
+                f"(read the version from {started_at.isoformat()}, a concurrent transaction "
+                f"wrote one from {row[0].isoformat()}); roll back and retry"
             )
     return rows
 
