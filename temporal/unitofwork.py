@@ -140,22 +140,27 @@ def _before_update(mapper: Mapper[Any], connection: Connection, state: InstanceS
     columns = shape.columns
     new_values = state.dict
     changed: list[tuple[Column[Any], str, Any]] = []
+    held = True  # every changed attribute holds its new value (none was deleted)
     for attr_key, old in committed:
         column = columns.get(attr_key)
         if column is None:
             continue
-        new = new_values.get(attr_key)
+        if attr_key in new_values:
+            new = new_values[attr_key]
+        else:
+            new, held = None, False
         if old is not _compat.NO_VALUE and same_value(old, new):
             continue
         changed.append((column, attr_key, new))
     if not changed:
         return
     _refuse_slice(state, "change")
+    guarded = shape.guarded
     for column, attr_key, new in changed:
-        if attr_key in shape.guarded:
+        if attr_key in guarded:
             _check_change(mapper, state, column, attr_key, dict(committed)[attr_key], new)
     # The ORM now sees nothing to UPDATE.
-    if all(attr_key in new_values for _, attr_key, _ in changed):
+    if held:
         _compat.forget_changes(state, [attr_key for _, attr_key, _ in changed])
     else:  # an attribute deleted (``del obj.x``): it is written as NULL, and now holds it
         _compat.commit_values(state, {attr_key: new for _, attr_key, new in changed})
