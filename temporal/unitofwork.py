@@ -262,7 +262,9 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     dirty = list(session.dirty)
     for obj in dirty:
         state = instance_state(obj)
-        if state.key is not None and is_slice_token(state.key[2]) and \
+        key = state.key
+        # (An object read in the present has no identity token: one test, no call.)
+        if key is not None and key[2] is not None and is_slice_token(key[2]) and \
                 (session.is_modified(obj, include_collections=False) or changes_links(obj)):
             _refuse_slice(state, "change")
     _promote_orphans(session, dirty)
@@ -296,8 +298,9 @@ def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
 def _promote_orphans(session: Session, dirty: list[Any]) -> None:
     """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
     for obj in dirty + list(session.new):
-        for rel in _orphaning_relationships(instance_state(obj).mapper):
-            history = instance_state(obj).attrs[rel.key].history
+        parent = instance_state(obj)
+        for rel in _orphaning_relationships(parent.mapper):
+            history = parent.attrs[rel.key].history
             for child in history.deleted or ():
                 state = instance_state(child)
                 if (state.key is not None and child not in session.deleted
