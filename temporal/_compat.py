@@ -116,6 +116,17 @@ def commit_values(state: InstanceState[Any], values: dict[str, Any]) -> None:
     state._commit(state.dict, list(values))
 
 
+def forget_changes(state: InstanceState[Any], keys: list[str]) -> None:
+    """Inside a flush (``before_update``): the ORM sees no change of ``keys`` to UPDATE.
+
+    Their values stay as they are; the flush commits the object's whole state
+    when it ends (or the rollback expires it), as it does for every object it wrote.
+    """
+    committed = state.committed_state
+    for key in keys:
+        committed.pop(key, None)
+
+
 def expire_attributes(state: InstanceState[Any], keys: list[str]) -> None:
     state._expire_attributes(state.dict, keys)
 

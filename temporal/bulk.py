@@ -61,7 +61,7 @@ from temporal.model import (
     version_join,
     versioned_tables,
 )
-from temporal.query import is_slice_token
+from temporal.query import is_slice_token, read_in_time
 from temporal.versioning import (
     _PASSES,
     _Tx,
@@ -81,9 +81,17 @@ from temporal.versioning import (
 
 
 @hooks.on(Session, "do_orm_execute")
-def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
+def _on_orm_execute(state: ORMExecuteState) -> Result[Any] | None:
+    """The one ``do_orm_execute`` listener: a second would cost every statement of
+    every session, plain models' included, another call."""
+    if state.is_select:
+        return read_in_time(state)
     if not (state.is_insert or state.is_update or state.is_delete):
         return None
+    return _rewrite_dml(state)
+
+
+def _rewrite_dml(state: ORMExecuteState) -> Result[Any] | None:
     mapper = state.bind_mapper
     if mapper is None or not is_temporal_table(mapper.local_table):
         return None

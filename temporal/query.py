@@ -116,17 +116,17 @@ _CURRENT = with_loader_criteria(
 )
 
 
-@hooks.on(Session, "do_orm_execute")
-def _read_in_time(state: ORMExecuteState) -> Result[Any] | None:
-    if not state.is_select:
+def read_in_time(state: ORMExecuteState) -> Result[Any] | None:
+    """``do_orm_execute`` for a SELECT (``bulk.py`` registers the one listener)."""
+    if not reach.statement_may_read_temporal(state.statement) and \
+            _slice_of(state.user_defined_options) is None:
+        # No temporal entity anywhere in it, and no moment to read plain objects at
+        # (their identity slice): nothing to add. Asked first, as it costs least.
         return None
     if state.execution_options.get(ALL_VERSIONS):
         _with_archive(state)
         return None
     moment = _slice_of(state.user_defined_options)
-    if moment is None and not state.is_column_load and \
-            not reach.statement_may_read_temporal(state.statement):
-        return None  # no temporal entity anywhere in it: nothing to add
     if state.is_column_load:
         # Refreshing an object by key: with_loader_criteria stays out of these
         # loads, but a key alone would match every version.

@@ -38,3 +38,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
         return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        """SQLite: the fixed-width text this type stores, parsed as UTC in one step.
+
+        The same values as the general path (the dialect's parser, then
+        :meth:`process_result_value`), which every other value still takes; every
+        loaded version has two of these columns, so this is most of a load's type work.
+        """
+        general = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite":
+            return general
+        parse = datetime.fromisoformat
+
+        def process(value: Any) -> datetime | None:
+            if type(value) is str and len(value) == 26 and value[19] == ".":
+                try:
+                    return parse(value + "+00:00")  # "YYYY-MM-DD HH:MM:SS.ffffff", naive UTC
+                except ValueError:
+                    pass
+            return general(value) if general is not None else value
+
+        return process

@@ -21,8 +21,8 @@ only that version may be expired, so a change computed from stale data is a
 from __future__ import annotations
 
 import functools
+import weakref
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -50,16 +50,55 @@ from temporal.versioning import (
 )
 
 
-@dataclass
 class _Change:
-    state: InstanceState[Any]
-    key: Key
-    values: dict[str, Any]  # column name -> new value
-    attrs: dict[str, str]  # column name -> attribute key
-    read: datetime | None  # created_at of the version the object was loaded from
-    # Joined-table inheritance: every table of the object gets a version at once,
-    # changed or not, so its rows keep joining on (key, created_at).
-    in_step: bool = False
+    """One object's net column changes for one of its tables, waiting for the batch."""
+
+    __slots__ = ("in_step", "key", "read", "state", "values")
+
+    def __init__(self, state: InstanceState[Any], key: Key, values: dict[str, Any],
+                 read: datetime | None, in_step: bool = False) -> None:
+        self.state = state
+        self.key = key
+        self.values = values  # column name -> new value
+        self.read = read  # created_at of the version the object was loaded from
+        # Joined-table inheritance: every table of the object gets a version at once,
+        # changed or not, so its rows keep joining on (key, created_at).
+        self.in_step = in_step
+
+
+class _Shape:
+    """What the per-object hooks need to know about a mapper, worked out once."""
+
+    __slots__ = ("columns", "guarded", "onupdate", "tables")
+
+    def __init__(self, mapper: Mapper[Any]) -> None:
+        self.tables = versioned_tables(mapper)
+        # Attribute key -> column of one of the mapper's own temporal tables.
+        self.columns: dict[str, Column[Any]] = {}
+        for prop in mapper.column_attrs:
+            column = prop.columns[0]
+            if isinstance(column, Column) and column.table in self.tables:
+                self.columns[prop.key] = column
+        # Attributes whose change _check_change refuses (or examines, for a merge).
+        self.guarded = frozenset(
+            key for key, column in self.columns.items()
+            if column.name in (CREATED_AT, EXPIRED_AT) or column.primary_key)
+        # Per table: (column, attribute key, is a SQL expression) of onupdate= defaults.
+        self.onupdate = {
+            table: [(c, mapper.get_property_by_column(c).key,
+                     getattr(c.onupdate, "is_clause_element", False))
+                    for c in table.c if c.onupdate is not None]
+            for table in self.tables}
+
+
+_shapes: weakref.WeakKeyDictionary[Mapper[Any], _Shape] = weakref.WeakKeyDictionary()
+
+
+def _shape(mapper: Mapper[Any]) -> _Shape:
+    found = _shapes.get(mapper)
+    if found is None:
+        found = _shapes[mapper] = _Shape(mapper)
+    return found
 
 
 def _refuse_slice(state: InstanceState[Any], doing: str) -> None:
@@ -91,45 +130,59 @@ def _before_insert(mapper: Mapper[Any], connection: Connection, target: Any) -> 
             note_explicit_id(table, tx, value)
 
 
-@event.listens_for(Temporal, "before_update", propagate=True)
-def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    state = instance_state(target)
-    columns = _writable_columns(mapper)
+@event.listens_for(Temporal, "before_update", propagate=True, raw=True, retval=True)
+def _before_update(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    # raw: the ORM hands over the InstanceState itself; this runs once per changed object.
+    committed = _compat.modified_attributes(state)
+    if not committed:
+        return  # e.g. only a collection changed: nothing of this object's rows
+    shape = _shape(mapper)
+    columns = shape.columns
     new_values = state.dict
     changed: list[tuple[Column[Any], str, Any]] = []
-    for attr_key, old in _compat.modified_attributes(state):
+    held = True  # every changed attribute holds its new value (none was deleted)
+    for attr_key, old in committed:
         column = columns.get(attr_key)
         if column is None:
             continue
-        new = new_values.get(attr_key)
+        if attr_key in new_values:
+            new = new_values[attr_key]
+        else:
+            new, held = None, False
         if old is not _compat.NO_VALUE and same_value(old, new):
             continue
-        _check_change(mapper, state, column, attr_key, old, new)
         changed.append((column, attr_key, new))
     if not changed:
         return
+    _refuse_slice(state, "change")
+    guarded = shape.guarded
+    for column, attr_key, new in changed:
+        if attr_key in guarded:
+            _check_change(mapper, state, column, attr_key, dict(committed)[attr_key], new)
     # The ORM now sees nothing to UPDATE.
-    _compat.commit_values(state, {attr_key: new for _, attr_key, new in changed})
+    if held:
+        _compat.forget_changes(state, [attr_key for _, attr_key, _ in changed])
+    else:  # an attribute deleted (``del obj.x``): it is written as NULL, and now holds it
+        _compat.commit_values(state, {attr_key: new for _, attr_key, new in changed})
     assert state.key is not None
     tx = transaction_state(connection)
     read = new_values.get(CREATED_AT)  # the version these values were computed from
-    tables = versioned_tables(mapper)
+    tables = shape.tables
     key = state.key[1]
     if len(tables) == 1:
-        tx.pending.setdefault(tables[0], []).append(_Change(
-            state, key, {c.name: new for c, _, new in changed},
-            {c.name: a for c, a, _ in changed}, read))
+        tx.pending.setdefault(tables[0], []).append(
+            _Change(state, key, {c.name: new for c, _, new in changed}, read))
         return
     for table in tables:  # joined-table inheritance: every table gets a version
         tx.pending.setdefault(table, []).append(_Change(
             state, key, {c.name: new for c, _, new in changed if c.table is table},
-            {c.name: a for c, a, _ in changed if c.table is table}, read, in_step=True))
+            read, in_step=True))
 
 
 def _check_change(mapper: Mapper[Any], state: InstanceState[Any], column: Column[Any],
                   attr_key: str, old: Any, new: Any) -> None:
-    """Refuse a change temporal cannot version (ConflictError for a stale merge)."""
-    _refuse_slice(state, "change")
+    """Refuse a change temporal cannot version (ConflictError for a stale merge); for the
+    attributes ``_Shape.guarded`` names, on objects not read as of the past."""
     if column.name == CREATED_AT and isinstance(old, datetime) and \
             isinstance(new, datetime) and new < old:
         # session.merge() of an object read before a concurrent change: its
@@ -149,13 +202,13 @@ def _check_change(mapper: Mapper[Any], state: InstanceState[Any], column: Column
         )
 
 
-@event.listens_for(Temporal, "after_update", propagate=True)
-def _after_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+@event.listens_for(Temporal, "after_update", propagate=True, raw=True, retval=True)
+def _after_update(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
     # Runs for every updated object; only the first of a flush finds a batch to write.
     tx = pending_state(connection)
     if tx is None or not tx.pending:
         return
-    for table in versioned_tables(mapper):
+    for table in _shape(mapper).tables:
         _write_batch(mapper, connection, table)
 
 
@@ -167,10 +220,16 @@ def _write_batch(mapper: Mapper[Any], connection: Connection, table: Table) -> N
     read = {c.key: c.read for c in batch if c.read is not None}
     written = write_versions(connection, table, {c.key: c.values for c in batch}, tx, read,
                              in_step={c.key for c in batch if c.in_step})
-    onupdate = [(c, mapper.get_property_by_column(c).key,
-                 getattr(c.onupdate, "is_clause_element", False))
-                for c in table.c if c.onupdate is not None]
-    period = {CREATED_AT: tx.stamp}
+    onupdate = _shape(mapper).onupdate[table]
+    stamp = tx.stamp
+    if not onupdate:
+        for change in batch:
+            if change.key in written:
+                # The object is in this flush, which commits its whole state when it
+                # ends (or expires it on rollback): setting the value is enough.
+                change.state.dict[CREATED_AT] = stamp
+        return
+    period = {CREATED_AT: stamp}
     for change in batch:
         row = written.get(change.key)
         if row is None:
@@ -203,7 +262,9 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     dirty = list(session.dirty)
     for obj in dirty:
         state = instance_state(obj)
-        if state.key is not None and is_slice_token(state.key[2]) and \
+        key = state.key
+        # (An object read in the present has no identity token: one test, no call.)
+        if key is not None and key[2] is not None and is_slice_token(key[2]) and \
                 (session.is_modified(obj, include_collections=False) or changes_links(obj)):
             _refuse_slice(state, "change")
     _promote_orphans(session, dirty)
@@ -229,18 +290,6 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
 
 
 @functools.cache
-def _writable_columns(mapper: Mapper[Any]) -> dict[str, Column[Any]]:
-    """Attribute key -> column of one of the mapper's own temporal tables."""
-    tables = versioned_tables(mapper)
-    out = {}
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        if isinstance(column, Column) and column.table in tables:
-            out[prop.key] = column
-    return out
-
-
-@functools.cache
 def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
     return tuple(rel for rel in mapper.relationships
                  if rel.cascade.delete_orphan and is_temporal_table(rel.mapper.local_table))
@@ -249,8 +298,9 @@ def _orphaning_relationships(mapper: Mapper[Any]) -> tuple[Any, ...]:
 def _promote_orphans(session: Session, dirty: list[Any]) -> None:
     """Turn temporal delete-orphans into deletes before the ORM would DELETE them."""
     for obj in dirty + list(session.new):
-        for rel in _orphaning_relationships(instance_state(obj).mapper):
-            history = instance_state(obj).attrs[rel.key].history
+        parent = instance_state(obj)
+        for rel in _orphaning_relationships(parent.mapper):
+            history = parent.attrs[rel.key].history
             for child in history.deleted or ():
                 state = instance_state(child)
                 if (state.key is not None and child not in session.deleted

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -51,6 +52,7 @@ from sqlalchemy import (
     null,
     select,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy import table as table_clause
@@ -197,18 +199,21 @@ def key_of(row: Any, table: Table) -> Key:
 
 
 def matching(
-    table: Table, keys: Sequence[Key], dialect: str
+    table: Table, keys: Sequence[Key], dialect: Any
 ) -> Iterator[ColumnElement[bool]]:
-    """Predicates selecting rows by key, a few per call.
+    """Predicates selecting rows by key, a few per call (``dialect``: the connection's).
 
     PostgreSQL gets one ``IN (SELECT ... FROM unnest(arrays))`` whatever the
     number of keys: two bind parameters, one cached plan, a hash join. SQLite
-    gets plain ``IN`` lists in chunks below its variable limit.
+    gets one ``IN (SELECT ... FROM json_each(?))`` over the keys bound as their
+    columns bind them (one bind parameter and one cached statement, where an
+    ``IN`` list is rendered anew with every key), or plain ``IN`` lists in chunks
+    below its variable limit for keys JSON cannot carry exactly.
     """
     cols = key_columns(table)
     if not keys:
         return
-    if dialect == "postgresql":
+    if dialect.name == "postgresql":
         arrays = [bindparam(None, [k[i] for k in keys], type_=postgresql.ARRAY(c.type))
                   for i, c in enumerate(cols)]
         names = [f"k{i}" for i in range(len(cols))]
@@ -218,6 +223,18 @@ def matching(
         else:
             yield tuple_(*cols).in_(select(*(source.c[n] for n in names)))
         return
+    if dialect.name == "sqlite":
+        payload = _as_json_rows([c.type for c in cols], keys, dialect, flat=len(cols) == 1)
+        if payload is not None:
+            value: Any = column("value")
+            rows = func.json_each(bindparam(None, payload, type_=sqltypes.Text()))
+            if len(cols) == 1:
+                yield cols[0].in_(select(value).select_from(rows))
+            else:
+                yield tuple_(*cols).in_(select(*(
+                    func.json_extract(value, f"$[{i}]") for i in range(len(cols))
+                )).select_from(rows))
+            return
     for chunk in _chunks(keys):
         if len(cols) == 1:
             yield cols[0].in_([k[0] for k in chunk])
@@ -226,28 +243,55 @@ def matching(
 
 
 def _insert_next_versions(
-    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx
+    conn: Connection, table: Table, olds: dict[Key, dict[str, Any]], tx: _Tx,
+    stored: dict[Key, Any] | None = None,
 ) -> None:
     """Insert the next version of each key: its just-expired row with new values.
 
     Built in SQL (``INSERT ... SELECT`` from the expired rows joined with the
     new values), so columns that did not change never leave the database.
-    Keys are grouped by the set of columns they change.
+    Keys are grouped by the set of columns they change. ``stored`` (SQLite):
+    each key's expired ``created_at`` exactly as the database returned it, so
+    the join finds the row by primary key, not by scanning the key's history
+    (the very text stored, whatever its spelling: never re-rendered here).
     """
     # Within one transaction a key has exactly one row that was current before
     # the stamp and expired at it: the one just expired.
     match = key_columns(table)
+    by_start = stored is not None and all(type(v) is str for v in stored.values())
     for names, sql, group in _groups(olds):
-        columns = [*match, *(table.c[n] for n in names)]
-        rows = [(*key, *(olds[key][n] for n in names)) for key in group]
+        columns: list[Any] = [*match, *(table.c[n] for n in names)]
+        if by_start:
+            assert stored is not None
+            columns.append(_STORED)
+        if len(names) == 1 and by_start:
+            (name,) = names
+            rows = [(*key, olds[key][name], stored[key]) for key in group]  # type: ignore[index]
+        elif len(names) == 1:
+            (name,) = names
+            rows = [(*key, olds[key][name]) for key in group]
+        else:
+            rows = [(*key, *[olds[key][n] for n in names],
+                     *([stored[key]] if by_start else [])) for key in group]  # type: ignore[index]
         for source in _row_sources(columns, rows, conn.dialect):
             new_value = {n: source.c[f"s{len(match) + i}"] for i, n in enumerate(names)}
             new_value.update(sql)
             chosen = next_version(table, tx.stamp, new_value, lambda col: col)
             on = and_(*(c == source.c[f"s{i}"] for i, c in enumerate(match)))
+            if by_start:
+                on = and_(on, table.c[CREATED_AT] == source.c[f"s{len(columns) - 1}"])
             rows_from = select(*chosen).select_from(table.join(source, on)).where(
                 table.c[EXPIRED_AT] == tx.stamp, table.c[CREATED_AT] < tx.stamp)
             execute(conn, insert(table).from_select([c.name for c in table.c], rows_from))
+
+
+class _Stored:
+    """A pseudo-column for :func:`_row_sources`: a value passed as the database gave it."""
+
+    type = sqltypes.NullType()
+
+
+_STORED: Any = _Stored()
 
 
 def _groups(changes: dict[Key, dict[str, Any]]
@@ -262,7 +306,10 @@ def _groups(changes: dict[Key, dict[str, Any]]
     expressions: dict[Any, dict[str, Any]] = {}
     plain: dict[tuple[str, ...], Any] = {}  # the names a change sets, in its order -> signature
     for key, values in changes.items():
-        if all(type(v) in _SCALARS for v in values.values()):  # the common case, fast
+        for v in values.values():
+            if type(v) not in _SCALARS:
+                break
+        else:  # the common case, fast
             shape = tuple(values)
             signature = plain.get(shape)
             if signature is None:
@@ -320,7 +367,7 @@ def _row_sources(
         yield func.unnest(*arrays).table_valued(*names).render_derived(name="temporal_next")
         return
     if dialect.name == "sqlite":
-        payload = _as_json_rows(columns, rows, dialect)
+        payload = _as_json_rows([c.type for c in columns], rows, dialect)
         if payload is not None:
             value: Any = column("value")
             # MATERIALIZED: SQLite then indexes the rows automatically for the join
@@ -344,22 +391,28 @@ def _row_sources(
             yield source
 
 
-def _as_json_rows(columns: list[Column[Any]], rows: list[tuple[Any, ...]],
-                  dialect: Any) -> str | None:
-    """SQLite: ``rows`` bound as their columns would bind them, as a JSON array of arrays
-    (None when a bound value is not a str, int or finite float)."""
-    by_column = []
-    for i, c in enumerate(columns):
-        process = c.type.bind_processor(dialect)
-        values = [r[i] for r in rows] if process is None else [process(r[i]) for r in rows]
-        for v in values:
-            kind = type(v)
-            if kind is int or kind is str or v is None:
-                continue
-            if not (isinstance(v, (str, int)) or (isinstance(v, float) and math.isfinite(v))):
+def _as_json_rows(types: list[Any], rows: Sequence[tuple[Any, ...]], dialect: Any,
+                  flat: bool = False) -> str | None:
+    """SQLite: ``rows`` bound as columns of ``types`` would bind them, as a JSON array of
+    arrays (``flat``: of the single values), None when a bound value is not a str, int or
+    finite float."""
+    processors = [type_.bind_processor(dialect) for type_ in types]
+    if any(p is not None for p in processors):
+        by_column = [[r[i] for r in rows] if p is None else [p(r[i]) for r in rows]
+                     for i, p in enumerate(processors)]
+        rows = list(zip(*by_column, strict=True))
+    if not set(map(type, chain.from_iterable(rows))) <= _JSON_PLAIN:  # tested at C speed
+        for v in chain.from_iterable(rows):
+            if not (isinstance(v, (str, int)) or v is None
+                    or (isinstance(v, float) and math.isfinite(v))):
                 return None
-        by_column.append(values)
-    return json.dumps(list(zip(*by_column, strict=True)))
+    if flat:
+        return json.dumps([r[0] for r in rows])
+    return json.dumps(rows)
+
+
+# Bound values JSON carries exactly, whatever they hold (floats: only finite ones).
+_JSON_PLAIN = frozenset({int, str, bool, type(None)})
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
@@ -398,18 +451,22 @@ def _write_versions(
     remaining = dict(changes)
     written: dict[Key, dict[str, Any]] = {}
     changed_names = sorted({name for values in changes.values() for name in values})
+    position = {name: i for i, name in enumerate(changed_names, start=1)}  # in _expire's rows
     defaults = _onupdate_columns(table)
     for _ in range(_PASSES):
         old_rows = _expire(conn, table, list(remaining), tx, read,
-                           returning=[table.c[n] for n in changed_names])
+                           returning=[table.c[n] for n in changed_names], stored=True)
         fresh: dict[Key, dict[str, Any]] = {}
         unchanged = []
         for key, old in old_rows.items():
             values = remaining.pop(key)
-            if key not in in_step and \
-                    all(same_value(old[name], value) for name, value in values.items()):
-                unchanged.append((*key, old[CREATED_AT]))
-                continue
+            if key not in in_step:
+                for name, value in values.items():
+                    if not same_value(old[position[name]], value):
+                        break
+                else:
+                    unchanged.append((*key, old[0]))
+                    continue
             if defaults:
                 values = {**values, **onupdate_values(table, values, defaults)}
             fresh[key] = values
@@ -417,7 +474,8 @@ def _write_versions(
         if unchanged:
             _restore(conn, table, unchanged, tx)
         if fresh:
-            _insert_next_versions(conn, table, fresh, tx)
+            _insert_next_versions(conn, table, fresh, tx, {
+                key: old_rows[key][-1] for key in fresh} if tx.dialect == "sqlite" else None)
         if not remaining:
             return written
         retry = _diagnose(conn, table, remaining, tx, "update", read)
@@ -450,7 +508,7 @@ def _expire_versions(
             return
         retry = _diagnose(conn, table, left, tx, "delete", read)
         own = [k for k in left if k not in retry]
-        for selection in matching(table, own, tx.dialect):
+        for selection in matching(table, own, conn.dialect):
             execute(conn, delete(table).where(selection, current(table),
                                               table.c[CREATED_AT] == tx.stamp))
         remaining = list(retry)
@@ -461,42 +519,64 @@ def _expire_versions(
 
 def _expire(
     conn: Connection, table: Table, keys: Sequence[Key], tx: _Tx, read: dict[Key, datetime],
-    *, returning: Sequence[Column[Any]] = (),
-) -> dict[Key, dict[str, Any]]:
+    *, returning: Sequence[Column[Any]] = (), stored: bool = False,
+) -> dict[Key, tuple[Any, ...]]:
     """Expire the current versions of ``keys``; each must be the version ``read`` names, if any.
 
-    Returns, per expired key, its ``created_at`` and the ``returning`` columns.
+    Returns, per expired key, a tuple: its ``created_at``, the ``returning``
+    columns in order, and last (``stored``, SQLite only) the ``created_at``
+    exactly as stored, for :func:`_insert_next_versions`.
     ``read`` is only given by the unit of work, whose flush rolls back on error.
     """
     width = len(key_columns(table))
-    names = [CREATED_AT, *(c.name for c in returning)]
-    started: Any = table.c[CREATED_AT]
+    tx.written.add(table)
+    rows: dict[Key, tuple[Any, ...]] = {}
     if tx.dialect == "sqlite":
+        # created_at as stored, parsed here: rows with a result type to apply cost
+        # SQLAlchemy about half as much again as rows without, more than the parsing.
+        raw = type_coerce(table.c[CREATED_AT], sqltypes.NullType())
+        parse = table.c[CREATED_AT].type.result_processor(conn.dialect, None) or _as_is
         # Not the primary key (key, created_at), which would visit every version of
         # each key: the current-row index finds the one current version.
-        started = _compat.unindexed(started)
-    tx.written.add(table)
-    rows: dict[Key, dict[str, Any]] = {}
-    for selection in matching(table, keys, tx.dialect):
-        stmt = (
-            update(table)
-            .where(selection, current(table), started < tx.stamp)
-            .values(period_values(table, tx.stamp))
-            .returning(*key_columns(table), table.c[CREATED_AT], *returning)
-        )
-        # Plain tuples: a Row mapping per row costs more than the statement here.
-        for row in execute(conn, stmt):
-            rows[row[:width]] = dict(zip(names, row[width:], strict=True))
-    for key, row in rows.items():
+        started = _compat.unindexed(table.c[CREATED_AT])
+        for selection in matching(table, keys, conn.dialect):
+            stmt = (
+                update(table)
+                .where(selection, current(table), started < tx.stamp)
+                .values(period_values(table, tx.stamp))
+                .returning(*key_columns(table), *returning, raw)
+            )
+            for row in execute(conn, stmt).all():
+                text = row[-1]
+                if stored:
+                    rows[row[:width]] = (parse(text), *row[width:])
+                else:
+                    rows[row[:width]] = (parse(text), *row[width:-1])
+    else:
+        for selection in matching(table, keys, conn.dialect):
+            stmt = (
+                update(table)
+                .where(selection, current(table), table.c[CREATED_AT] < tx.stamp)
+                .values(period_values(table, tx.stamp))
+                .returning(*key_columns(table), table.c[CREATED_AT], *returning)
+            )
+            # Plain tuples: a Row mapping per row costs more than the statement here.
+            rows.update((row[:width], row[width:]) for row in execute(conn, stmt).all())
+    for key, started_at in read.items():
         # Checked after the fact: raising here fails the flush, which rolls
         # back everything it wrote, this UPDATE included.
-        if key in read and row[CREATED_AT] != read[key]:
+        row = rows.get(key)
+        if row is not None and row[0] != started_at:
             raise ConflictError(
                 f"cannot change {table.name} {show_key(key)}: it changed since it was read "
-                f"(read the version from {read[key].isoformat()}, a concurrent transaction "
-                f"wrote one from {row[CREATED_AT].isoformat()}); roll back and retry"
+                f"(read the version from {started_at.isoformat()}, a concurrent transaction "
+                f"wrote one from {row[0].isoformat()}); roll back and retry"
             )
     return rows
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 def _diagnose(
@@ -510,7 +590,7 @@ def _diagnose(
     """
     mine = _backend.written_here(table, tx.stamp, tx.dialect).label("mine")
     found: dict[Key, tuple[datetime, bool]] = {}
-    for selection in matching(table, list(keys), tx.dialect):
+    for selection in matching(table, list(keys), conn.dialect):
         stmt = select(*key_columns(table), table.c[CREATED_AT], mine).where(
             selection, current(table)
         )
