@@ -41,6 +41,14 @@ def worker(variant: str, url: str, clock: Any = time.perf_counter) -> None:
         from temporal import hooks
 
         hooks.install()  # what defining a temporal model does: the listeners arrive
+    if variant == "empty":
+        # The floor under "hooked": empty listeners on the same Session events, no
+        # temporal at all. SQLAlchemy builds an ORMExecuteState for every statement once
+        # any do_orm_execute listener exists, whatever the listener does.
+        from sqlalchemy import event
+
+        event.listen(Session, "do_orm_execute", lambda state: None)
+        event.listen(Session, "before_flush", lambda session, context, instances: None)
     class Base(DeclarativeBase):
         pass
 
@@ -100,6 +108,9 @@ def main() -> None:
     parser.add_argument("--hooked", action="store_true",
                         help="measure instead the plain model in a process that also has "
                         "temporal models (their listeners installed); no target")
+    parser.add_argument("--empty", action="store_true",
+                        help="measure instead a plain model with empty do_orm_execute and "
+                        "before_flush listeners (no temporal): the floor under --hooked")
     parser.add_argument("--cpu", action="store_true",
                         help="time each worker's CPU (user + system) instead of the wall clock: "
                         "on a machine shared with other jobs, the wall clock mostly measures "
@@ -114,7 +125,7 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(__file__))
     import _scratch
 
-    other = "hooked" if args.hooked else "import"
+    other = "hooked" if args.hooked else "empty" if args.empty else "import"
     names = {v: f"temporal_bench_import_{v}_{os.getpid()}" for v in ("plain", other)}
     if args.url:
         urls = {v: _scratch.create(args.url, n) for v, n in names.items()}
@@ -155,6 +166,10 @@ def main() -> None:
               f"{len(ratios)} pairs)")
     verdict = "ok" if ratio <= 1.03 else "OVER"
     clock = ", CPU time" if args.cpu else ""
+    if args.empty:
+        print(f"plain model with empty Session listeners / without{clock}: {ratio:.3f}x "
+              f"{spread} (the floor under --hooked, no target)")
+        return
     if args.hooked:
         print(f"plain model beside temporal models / alone{clock}: {ratio:.3f}x {spread} "
               f"(target <= 1.03)  {verdict}")
