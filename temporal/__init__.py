@@ -10,7 +10,7 @@ from __future__ import annotations
 from temporal import bulk as _bulk  # noqa: F401  (registers the statement rewriting)
 from temporal import catalog as _catalog  # noqa: F401  (registers tables on CREATE)
 from temporal import conflicts as _conflicts  # noqa: F401  (lost races -> ConflictError)
-from temporal import migration as _migration  # noqa: F401  (registers Alembic operations)
+from temporal import hooks as _hooks
 from temporal import references as _references  # noqa: F401  (foreign keys to temporal tables)
 from temporal import unitofwork as _unitofwork  # noqa: F401  (registers the ORM events)
 from temporal._version import VERSION
@@ -34,6 +34,11 @@ from temporal.verification import VerifyReport, load, verify
 from temporal.versioning import transaction_time
 
 __version__ = VERSION
+
+# The Alembic operations (``op.make_temporal`` ...) are registered as soon as
+# Alembic's operations module is imported, which Alembic does before it runs any
+# migration environment: a process that never migrates never imports Alembic.
+_hooks.after_import("alembic.operations", lambda: _hooks.load("temporal.migration"))
 
 __all__ = [
     "ArchiveSummary",

@@ -1,6 +1,8 @@
 """Alembic operations for an application's own migrations.
 
-Importing :mod:`temporal` registers them on Alembic's ``op``::
+With :mod:`temporal` imported, they are registered on Alembic's ``op`` as soon as
+``alembic.operations`` is imported (``hooks.after_import``), which Alembic does
+before it runs a migration environment::
 
     op.make_temporal("customers")                    # plain -> temporal, in place
     op.make_plain("customers")                       # back: current rows only
