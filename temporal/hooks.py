@@ -94,8 +94,12 @@ def load(name: str) -> None:
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """A finder that steps aside for one module and wraps its loader (the
-    post-import hook pattern of PEP 369, done with the public import machinery)."""
+    """A finder that asks the others for one module and wraps its loader (the
+    post-import hook pattern of PEP 369, done with the public import machinery).
+
+    It stays in place until the module has really been executed: a mere
+    ``importlib.util.find_spec`` (a check for whether Alembic is installed) must
+    not use the hook up."""
 
     def __init__(self, name: str, action: Callable[[], None]) -> None:
         self.name = name
@@ -104,11 +108,21 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname != self.name:
             return None
-        sys.meta_path.remove(self)  # once: the real finders locate the module
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _ThenAct(spec.loader, self.action)
-        return spec
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _ThenAct(spec.loader, self.done)
+                return spec
+        return None
+
+    def done(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+            self.action()
 
 
 class _ThenAct(importlib.abc.Loader):

@@ -249,3 +249,21 @@ def test_importing_temporal_leaves_alembic_unimported_and_still_registers_its_op
          "print(len(inspect.getsource(o)) > 0, o.__spec__.name)"],
         capture_output=True, text=True, check=True)
     assert source.stdout.split() == ["True", "alembic.operations"]
+
+
+def test_a_mere_lookup_of_alembic_does_not_use_up_the_registration() -> None:
+    """A finder asked for ``alembic.operations`` without the module being executed
+    (a lookup: is it installed, where is it?) leaves the hook in place; the
+    operations still arrive with the real import."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import importlib.util, sys, temporal\n"
+         "where = importlib.util.find_spec('alembic').submodule_search_locations\n"
+         "for finder in list(sys.meta_path):\n"
+         "    if hasattr(finder, 'find_spec'):\n"
+         "        finder.find_spec('alembic.operations', where)\n"
+         "print('alembic.operations' in sys.modules)\n"
+         "from alembic import op\n"
+         "from alembic.operations import Operations\n"
+         "print(hasattr(Operations, 'make_temporal'))"],
+        capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
