@@ -57,7 +57,8 @@ def main(url: str) -> None:
         conn.execute(text("INSERT INTO churn_labels VALUES (1, :t, 1), (2, :t, 0)"),
                      {"t": february.isoformat()})
 
-    out = Path(tempfile.mkdtemp(prefix="temporal-training-"))
+    scratch = tempfile.TemporaryDirectory(prefix="temporal-training-")  # gone at the end
+    out = Path(scratch.name)
     observed = ("observed_at" if engine.dialect.name == "sqlite"
                 else "CAST(observed_at AS timestamptz) AS observed_at")
     manifest = export(engine, out / "train", as_of=march, name="examples",
@@ -91,9 +92,13 @@ def main(url: str) -> None:
     assert feed.rows == 2 and verify(out / "feed", engine).ok
     assert january < february
     engine.dispose()
+    scratch.cleanup()
     print("training_set: ok")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else
-         f"sqlite:///{tempfile.mkdtemp(prefix='temporal-training-')}/training.db")
+    if len(sys.argv) > 1:
+        main(sys.argv[1])
+    else:
+        with tempfile.TemporaryDirectory(prefix="temporal-training-") as folder:
+            main(f"sqlite:///{folder}/training.db")
