@@ -19,6 +19,9 @@ Mapper events on the mixin (``unitofwork.py``) fire only for temporal models,
 the ``handle_error`` listener (``conflicts.py``) only for a failed statement,
 and the DDL listeners (``catalog.py``) only for CREATE/DROP, so those are
 registered on import as usual.
+
+The same goes for modules: :func:`after_import` registers the Alembic operations
+when Alembic is imported, so ``import temporal`` does not import Alembic.
 """
 
 from __future__ import annotations
