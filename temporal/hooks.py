@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.util
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -100,9 +99,8 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     """A finder that asks the others for one module and wraps its loader (the
     post-import hook pattern of PEP 369, done with the public import machinery).
 
-    It stays in place until the module has really been executed: a mere
-    ``importlib.util.find_spec`` (a check for whether Alembic is installed) must
-    not use the hook up."""
+    It stays in place until the module has really been executed: a lookup that
+    finds the module without executing it must not use the hook up."""
 
     def __init__(self, name: str, action: Callable[[], None]) -> None:
         self.name = name
